@@ -1,0 +1,404 @@
+"""Training loop for one NCSN: typed config, on-device data, DSM steps, EMA, checkpoints.
+
+Design (see shared/docs/DESIGN.md, "Performance habits"):
+- the whole training set lives on the device as one uint8 tensor; batches are drawn by indexing
+  with the trainer's own torch.Generator and dequantised on the device (no DataLoader);
+- nothing in a step reads a value back to the host: loss sums, per-level sums and counts and a
+  non-finite counter accumulate on the device and are read once per ``train(n)`` call;
+- on CUDA: channels_last, bf16 autocast for the network (the loss itself stays fp32), fused Adam
+  and optionally torch.compile (CUDA graphs for the fixed-shape sampler). Each falls back to the
+  plain fp32 eager path on a CPU;
+- on a CPU, with a fixed seed, training is deterministic and a save/load round trip resumes
+  bit-identically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from trainables.ema import EMA
+from trainables.loss import dequantize, dsm_loss
+from trainables.model import NOISE_CONDITIONINGS, CondRefineNetDilated
+from trainables.sigmas import geometric_sigmas
+
+CHECKPOINT_FORMAT = 1
+# Fields that fix the network's shape or meaning: a checkpoint only loads into a trainer that
+# agrees on all of them.
+_ARCH_FIELDS = ("ngf", "num_levels", "sigma_begin", "sigma_end", "image_size", "noise_conditioning")
+
+
+@dataclass
+class TrainConfig:
+    """Every training setting, with its meaning. Defaults are the 2019 MNIST settings.
+
+    Build from a plain dict (the Tune boundary) with ``TrainConfig.from_dict``, which rejects
+    unknown keys. Every field is validated; a bad value raises ValueError naming the field.
+    """
+
+    ngf: int = 64  # base width of the RefineNet (stage 1 channels)
+    num_levels: int = 10  # L, number of noise levels (>= 2)
+    sigma_begin: float = 1.0  # sigma_1, largest noise level, [0, 1] image units
+    sigma_end: float = 0.01  # sigma_L, smallest noise level
+    batch_size: int = 128
+    lr: float = 1e-3  # Adam learning rate
+    beta1: float = 0.9  # Adam beta1
+    beta2: float = 0.999  # Adam beta2
+    weight_decay: float = 0.0  # Adam (L2) weight decay
+    anneal_power: float = 2.0  # p in lambda(sigma) = sigma^p
+    ema: float = 0.0  # EMA momentum of the weights used for sampling; 0 = off (NCSNv2: 0.999)
+    grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping
+    image_size: int = 28  # 28, or 32 (MNIST zero-padded by 2 pixels on each side)
+    noise_conditioning: str = "level"  # "level" (NCSN) or "sigma" (NCSNv2 technique 3)
+    seed: int = 0  # seeds weights, batches, noise levels and noise
+    device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda" or "cuda:N"
+    amp: bool | None = None  # bf16 autocast for the network; None = on for CUDA only
+    compile: bool = False  # torch.compile the network (training and sampling)
+    channels_last: bool | None = None  # NHWC memory format; None = on for CUDA only
+
+    def __post_init__(self) -> None:
+        self._check_int("ngf", minimum=8)
+        self._check_int("num_levels", minimum=2)
+        self._check_int("batch_size", minimum=1)
+        self._check_int("seed", minimum=0)
+        for name in ("sigma_begin", "sigma_end", "lr"):
+            self._check_float(name, positive=True)
+        for name in ("beta1", "beta2", "ema"):
+            value = self._check_float(name)
+            if not 0.0 <= value < 1.0:
+                self._fail(name, "must be in [0, 1)")
+        self._check_float("anneal_power")
+        for name in ("weight_decay", "grad_clip"):
+            if self._check_float(name) < 0:
+                self._fail(name, "must be >= 0")
+        if not self.sigma_begin > self.sigma_end:
+            self._fail("sigma_begin", f"must be > sigma_end={self.sigma_end!r}")
+        if self.image_size not in (28, 32) or isinstance(self.image_size, bool):
+            self._fail("image_size", "must be 28 or 32")
+        if self.noise_conditioning not in NOISE_CONDITIONINGS:
+            self._fail("noise_conditioning", f"must be one of {NOISE_CONDITIONINGS}")
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "cuda")
+            or (self.device.startswith("cuda:") and self.device[5:].isdigit())
+        ):
+            self._fail("device", "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        for name in ("amp", "channels_last"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                self._fail(name, "must be true, false or null (auto)")
+        if not isinstance(self.compile, bool):
+            self._fail("compile", "must be true or false")
+
+    def _fail(self, name: str, why: str):
+        raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
+
+    def _check_int(self, name: str, minimum: int) -> int:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self._fail(name, "must be an integer")
+        if value < minimum:
+            self._fail(name, f"must be >= {minimum}")
+        return value
+
+    def _check_float(self, name: str, positive: bool = False) -> float:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self._fail(name, "must be a finite number")
+        if positive and value <= 0:
+            self._fail(name, "must be > 0")
+        setattr(self, name, float(value))
+        return float(value)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a plain dict; unknown keys are a ValueError naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available else CPU; 'cuda' without a GPU is a ValueError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"TrainConfig.device={name!r}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def prepare_images(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Check uint8 [N, C, H, W] images and zero-pad 28x28 to 32x32 when image_size is 32."""
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+        got = (getattr(images, "dtype", type(images).__name__), tuple(getattr(images, "shape", ())))
+        raise ValueError(f"images must be a uint8 tensor [N, C, H, W], got {got}")
+    if images.shape[0] < 1:
+        raise ValueError("images must hold at least one image, got N=0")
+    h, w = images.shape[2:]
+    if h != w:
+        raise ValueError(f"images must be square, got {h}x{w}")
+    if h == image_size:
+        return images.contiguous()
+    if h == 28 and image_size == 32:
+        return F.pad(images, (2, 2, 2, 2)).contiguous()  # zeros = MNIST's black background
+    raise ValueError(f"image_size={image_size} does not fit images of {h}x{w}")
+
+
+class Trainer:
+    """Trains one NCSN from a TrainConfig (or plain dict) and uint8 images [N, C, H, W].
+
+    Attributes: config, device, images (uint8 on device, padded to image_size), sigmas (float32
+    [L] on device, largest first), model, ema (EMA or None), optimizer, generator, step.
+    """
+
+    def __init__(self, config: TrainConfig | dict[str, Any], images: torch.Tensor):
+        if isinstance(config, dict):
+            config = TrainConfig.from_dict(config)
+        self.config = cfg = config
+        self.device = resolve_device(cfg.device)
+        on_cuda = self.device.type == "cuda"
+        self.amp = on_cuda if cfg.amp is None else cfg.amp
+        self.channels_last = on_cuda if cfg.channels_last is None else cfg.channels_last
+        self.images = prepare_images(images, cfg.image_size).to(self.device)
+        self.image_shape = tuple(self.images.shape[1:])
+        self.sigmas = geometric_sigmas(cfg.sigma_begin, cfg.sigma_end, cfg.num_levels, device=self.device)
+        if on_cuda:
+            torch.backends.cudnn.benchmark = True
+
+        # Weights depend on the seed only, and the caller's global RNG is left as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = CondRefineNetDilated(
+                ngf=cfg.ngf, num_levels=cfg.num_levels, channels=self.image_shape[0],
+                image_size=cfg.image_size, noise_conditioning=cfg.noise_conditioning,
+                sigmas=self.sigmas.cpu(),
+            )
+        self.model = model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+            weight_decay=cfg.weight_decay, **_adam_kernel(self.device),
+        )
+        self.ema = EMA(self.model, cfg.ema) if cfg.ema > 0 else None
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(cfg.seed)
+        self.step = 0
+        self._train_forward = torch.compile(self.model) if cfg.compile else self.model
+        self._sample_forwards: dict[int, Callable] = {}
+        self._reset_accumulators()
+
+    # ----------------------------------------------------------------------------- training
+    def _reset_accumulators(self) -> None:
+        L, dev = self.config.num_levels, self.device
+        # float64: thousands of steps of sums of ~D/2-sized losses keep their digits.
+        self._loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        self._nonfinite = torch.zeros((), dtype=torch.float64, device=dev)
+        self._level_sum = torch.zeros(L, dtype=torch.float64, device=dev)
+        self._level_count = torch.zeros(L, dtype=torch.float64, device=dev)
+        self._steps_since = 0
+
+    def _network(self, x: torch.Tensor, level_idx: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            return self._train_forward(x, level_idx)
+
+    def _train_step(self) -> None:
+        cfg = self.config
+        idx = torch.randint(0, self.images.shape[0], (cfg.batch_size,), generator=self.generator,
+                            device=self.device)
+        x = dequantize(self.images[idx], generator=self.generator)
+        loss, per_example, level_idx = dsm_loss(
+            self._network, x, self.sigmas, cfg.anneal_power, generator=self.generator, return_parts=True
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        per_example = per_example.detach().double()
+        self._loss_sum += loss.detach()
+        self._nonfinite += (~torch.isfinite(loss.detach())).double()
+        self._level_sum.index_add_(0, level_idx, per_example)
+        self._level_count.index_add_(0, level_idx, torch.ones_like(per_example))
+        self._steps_since += 1
+        self.step += 1
+
+    def train(self, n_iters: int) -> dict[str, Any]:
+        """Run ``n_iters`` optimiser steps; return a summary of the steps since the last call.
+
+        Keys: loss (mean batch loss), per_level_loss (list of L per-example means, NaN for a
+        level not drawn), per_level_count (examples drawn per level), finite (False if any step's loss was NaN/inf), nonfinite_steps,
+        iterations (total steps so far), iterations_run, seconds, iters_per_s.
+        """
+        if isinstance(n_iters, bool) or not isinstance(n_iters, int) or n_iters < 0:
+            raise ValueError(f"n_iters must be a non-negative integer, got {n_iters!r}")
+        self.model.train()
+        start = time.perf_counter()
+        for _ in range(n_iters):
+            self._train_step()
+        summary = self._read_accumulators()  # the only host sync
+        seconds = time.perf_counter() - start
+        summary.update(seconds=seconds, iters_per_s=n_iters / seconds if seconds > 0 else float("nan"))
+        return summary
+
+    def _read_accumulators(self) -> dict[str, Any]:
+        packed = torch.cat(
+            [self._loss_sum.view(1), self._nonfinite.view(1), self._level_sum, self._level_count]
+        ).cpu()
+        L, n = self.config.num_levels, self._steps_since
+        sums, counts = packed[2 : 2 + L], packed[2 + L :]
+        per_level = [float(s / c) if c > 0 else float("nan") for s, c in zip(sums, counts)]
+        loss = float(packed[0]) / n if n else float("nan")
+        nonfinite = int(packed[1])
+        self._reset_accumulators()
+        return {
+            "loss": loss,
+            "per_level_loss": per_level,
+            "per_level_count": [int(c) for c in counts],
+            "finite": nonfinite == 0 and (n == 0 or math.isfinite(loss)),
+            "nonfinite_steps": nonfinite,
+            "iterations": self.step,
+            "iterations_run": n,
+        }
+
+    @torch.no_grad()
+    def poison_weights(self) -> None:
+        """Fault injection for tests of the divergence path: NaN into the output conv's bias."""
+        self.model.end_conv.bias.fill_(float("nan"))
+
+    # ----------------------------------------------------------------------------- sampling
+    def score_fn(self, use_ema: bool = True) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The score s(x, i) for the sampler: (x float [B, C, H, W] in [0, 1] units, level_idx
+        int64 [B]) -> float32 [B, C, H, W]. Uses the EMA weights when ``use_ema`` and EMA is on,
+        the trained weights otherwise. Runs with the trainer's autocast/memory format settings.
+        """
+        module = self.ema.module if (use_ema and self.ema is not None) else self.model
+        forward = self._sample_forward(module)
+        graphs = self.config.compile and self.device.type == "cuda"
+
+        def score(x: torch.Tensor, level_idx: torch.Tensor) -> torch.Tensor:
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                out = forward(x, level_idx)
+            # A CUDA-graph output is overwritten by the next replay: hand out a copy.
+            return out.float().clone() if graphs and out.dtype == torch.float32 else out.float()
+
+        return score
+
+    def _sample_forward(self, module: torch.nn.Module) -> Callable:
+        if not self.config.compile:
+            return module
+        key = id(module)
+        if key not in self._sample_forwards:
+            # Sampling calls the network hundreds of times on one fixed shape: CUDA graphs
+            # ("reduce-overhead") remove the per-kernel launch cost there.
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._sample_forwards[key] = torch.compile(module, mode=mode)
+        return self._sample_forwards[key]
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: config, step, model, EMA, optimiser and RNG states.
+
+        Only tensors, numbers, strings and containers, so torch.load(weights_only=True) reads it.
+        """
+        rng = {
+            "device_type": self.device.type,
+            "torch": torch.get_rng_state(),
+            "generator": self.generator.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a ``state_dict()``; the architecture fields of the configs must agree."""
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT}")
+        saved = state["config"]
+        for name in _ARCH_FIELDS:
+            if saved[name] != getattr(self.config, name):
+                raise ValueError(
+                    f"checkpoint has {name}={saved[name]!r}, this trainer has {getattr(self.config, name)!r}"
+                )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            if state["ema"] is not None:
+                self.ema.load_state_dict(state["ema"])
+            else:  # EMA switched on at resume: start the average from the current weights
+                self.ema = EMA(self.model, self.config.ema)
+        self.step = int(state["step"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng["device_type"] == self.device.type:
+            self.generator.set_state(rng["generator"].cpu())
+        else:
+            warnings.warn(
+                f"checkpoint RNG is from a {rng['device_type']} generator, this trainer runs on "
+                f"{self.device.type}: reseeding from (seed, step); the run will not repeat bit for bit"
+            )
+            self.generator.manual_seed(self.config.seed * 1_000_003 + self.step)
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            cuda_states = [s.cpu() for s in rng["cuda"]]
+            if len(cuda_states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda_states)
+        self._reset_accumulators()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write state_dict() to ``path`` atomically (a temporary file, then os.replace)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(self.state_dict(), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, images: torch.Tensor, device: str | None = None) -> "Trainer":
+        """A Trainer resumed from ``save(path)``; ``device`` overrides the saved config's."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        values = dict(state["config"])
+        if device is not None:
+            values["device"] = device
+        trainer = cls(TrainConfig.from_dict(values), images)
+        trainer.load_state_dict(state)
+        return trainer
+
+
+def _adam_kernel(device: torch.device) -> dict[str, bool]:
+    """Fused Adam (one kernel for all parameters) where the build has it, else foreach."""
+    if device.type == "cuda":
+        return {"fused": True}
+    return {"foreach": True}
