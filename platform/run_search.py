@@ -1,5 +1,66 @@
-"""Placeholder until the search lands (issue 5)."""
+"""Start (or resume) an NCSN hyperparameter search.
+
+    python platform/run_search.py --space sigmas.yaml
+    python platform/run_search.py --space sigmas.yaml --smoke-test        # a tiny run, about a minute
+    python platform/run_search.py --space sigmas.yaml --resume            # continue an interrupted one
+
+--space takes a shipped spec by name (sigmas.yaml, langevin.yaml, batch.yaml, smoke.yaml) or a path.
+Without a GPU the spec's CPU preview budget runs (--budget full insists on the full one).
+"""
+
+import argparse
 import sys
 
-print("run_search.py: the search is not implemented yet (see issue 5)", file=sys.stderr)
-sys.exit(1)
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", required=True, help="search-space YAML: a shipped name or a path")
+    p.add_argument("--storage-path", default="./runs", help="where experiment folders go (default ./runs)")
+    p.add_argument("--name", help="experiment name (default: the spec's name)")
+    p.add_argument("--num-trials", type=int, help="override the number of trials")
+    p.add_argument("--budget", choices=["auto", "preview", "full"], default="auto",
+                   help="auto: full budget with GPUs, the CPU preview without (default)")
+    p.add_argument("--address", help="join an existing Ray cluster (default: start a local one)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted experiment of this name")
+    p.add_argument("--smoke-test", action="store_true", help="a tiny run of this spec (about a minute on a CPU)")
+    p.add_argument("--dashboard-port", type=int, default=8265, help="Ray dashboard port on 127.0.0.1")
+    p.add_argument("--no-dashboard", action="store_true", help="start the local cluster without the dashboard")
+    p.add_argument("--no-calibration", action="store_true", help="skip the cost estimate before the search")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("-v", "--verbose", type=int, default=1, help="0 quiet, 1 progress (default), 2 trial logs too")
+    return p.parse_args(argv)
+
+
+def fail(message: str) -> int:
+    print(f"run_search.py: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.num_trials is not None and args.num_trials < 1:
+        return fail(f"--num-trials {args.num_trials}: must be at least 1")
+    from search_spaces.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(args.space)
+    except SpecError as err:
+        return fail(str(err))
+    from search_spaces.runner import SearchOptions, run_search, summarize
+
+    options = SearchOptions(
+        storage_path=args.storage_path, name=args.name, num_trials=args.num_trials, budget=args.budget,
+        address=args.address, resume=args.resume, smoke_test=args.smoke_test,
+        dashboard=not args.no_dashboard, dashboard_port=args.dashboard_port, verbose=args.verbose,
+        calibrate=not args.no_calibration, report=not args.no_report,
+    )
+    try:
+        spec, exp_dir, results = run_search(spec, options)
+    except ValueError as err:
+        return fail(str(err))
+    print(summarize(spec, exp_dir, results, write_report=options.report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Estimate what a search will cost from a short calibration on this machine.
+
+The calibration times a few training iterations and a few sampler network evaluations of a
+typical trial (every searched parameter at the middle of its range), and one scoring pass, on the
+device a trial would use here. The estimate scales them by the budget:
+
+    per trial  = iterations * t_iter + evaluations * (eval_samples * nfe * t_eval + t_score)
+    search     = num_trials * per trial / concurrent trials   (no early stopping: an upper bound)
+    ASHA floor = every trial stopped at the first rung (grace_period iterations)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from search_spaces.spec import ParamSpec, SearchSpec, default_config
+
+
+def typical_value(param: ParamSpec):
+    """The middle of a parameter's range: geometric for log ranges, the median choice."""
+    if param.form == "choice":
+        values = list(param.choices)
+        try:
+            values = sorted(values)
+        except TypeError:
+            pass
+        return values[len(values) // 2]
+    lo, hi = param.low, param.high
+    mid = math.sqrt(lo * hi) if param.log else (lo + hi) / 2
+    return int(round(mid)) if param.form == "int" else float(mid)
+
+
+def typical_config(spec: SearchSpec) -> dict:
+    config = {**default_config(), **spec.fixed}
+    config.update({name: typical_value(p) for name, p in spec.params.items()})
+    return config
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    device: str
+    seconds_per_iteration: float
+    seconds_per_image_eval: float
+    seconds_per_scoring: float
+    nfe_per_sample: int
+    per_trial_s: float
+    concurrent: int
+    upper_bound_s: float
+    asha_floor_s: float
+    config: dict
+
+
+def estimate_cost(spec: SearchSpec, budget, warmup: int = 1, iters: int = 3) -> CostEstimate:
+    """Measure a typical trial briefly (a few seconds) and scale it to the whole search.
+
+    ``budget`` is the :class:`trainables.tune_trainable.Budget` the trials will get."""
+    import torch
+
+    from trainables import quality
+    from trainables.data import load_mnist
+    from trainables.train import Trainer
+    from trainables.tune_trainable import train_config_from
+
+    config = typical_config(spec)
+    images, _ = load_mnist(train=True)
+    trainer = Trainer(train_config_from(config, budget), images[:4096])
+    trainer.train(warmup)
+    seconds_per_iteration = trainer.train(iters)["seconds"] / iters
+
+    score = trainer.score_fn(use_ema=True)
+    n = min(budget.eval_samples, 64)
+    size = trainer.config.image_size
+    x = torch.rand(n, 1, size, size, device=trainer.device)
+    level = torch.zeros(n, dtype=torch.long, device=trainer.device)
+    with torch.inference_mode():
+        score(x, level)
+        start = time.perf_counter()
+        for _ in range(2):
+            score(x, level)
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)
+    seconds_per_image_eval = (time.perf_counter() - start) / (2 * n)
+
+    samples = torch.rand(budget.eval_samples, 1, 28, 28)
+    quality.evaluate(samples)  # builds and caches the reference statistics before trials start
+    start = time.perf_counter()
+    quality.evaluate(samples)
+    seconds_per_scoring = time.perf_counter() - start
+
+    nfe = int(config["num_levels"]) * int(config["n_steps_each"]) + int(bool(config.get("denoise")))
+    evaluations = math.ceil(spec.budget.iterations / spec.budget.eval_every)
+    per_eval = spec.budget.eval_samples * nfe * seconds_per_image_eval + seconds_per_scoring
+    per_trial = spec.budget.iterations * seconds_per_iteration + evaluations * per_eval
+    concurrent = max(1, spec.budget.max_concurrent)
+    waves = math.ceil(spec.budget.num_trials / concurrent)
+    first_rung = spec.scheduler.grace_period
+    per_trial_floor = first_rung * seconds_per_iteration + math.ceil(first_rung / spec.budget.eval_every) * per_eval
+    return CostEstimate(
+        device=str(trainer.device), seconds_per_iteration=seconds_per_iteration,
+        seconds_per_image_eval=seconds_per_image_eval, seconds_per_scoring=seconds_per_scoring,
+        nfe_per_sample=nfe, per_trial_s=per_trial, concurrent=concurrent,
+        upper_bound_s=waves * per_trial, asha_floor_s=waves * per_trial_floor, config=config,
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_estimate(e: CostEstimate) -> str:
+    return "\n".join([
+        f"cost estimate (calibrated on {e.device} with a typical trial: ngf={e.config.get('ngf')}, "
+        f"batch {e.config.get('batch_size')}, L={e.config.get('num_levels')}, T={e.config.get('n_steps_each')}):",
+        f"  training {e.seconds_per_iteration * 1e3:.1f} ms/iteration, sampling "
+        f"{e.seconds_per_image_eval * 1e3:.2f} ms per image per network pass ({e.nfe_per_sample} passes/sample), "
+        f"scoring {e.seconds_per_scoring:.2f} s per evaluation",
+        f"  one full trial ~{_duration(e.per_trial_s)}; the search, {e.concurrent} at a time: "
+        f"at most ~{_duration(e.upper_bound_s)} without early stopping, "
+        f"~{_duration(e.asha_floor_s)} if ASHA stopped every trial at its first rung "
+        f"(measured here; concurrent trials share the cores, so CPU runs take longer)",
+    ])

@@ -1,0 +1,78 @@
+"""Shared fixtures. ``smoke_experiment`` runs the real search once per test session (the README's
+entry point on smoke.yaml: real Ray cluster, real MNIST, real Optuna SQLite study) and hands its
+experiment folder to every test that reads one."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SEARCH_TIMEOUT_S = 900
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dashboard_probe(port: int) -> int | None:
+    """HTTP status of the Ray dashboard's version endpoint on 127.0.0.1, or None if closed."""
+    headers = {}
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists():
+        headers["Authorization"] = f"Bearer {token.read_text().strip()}"
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/version", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return None
+
+
+def run_search_cli(*args: str, timeout: float = SEARCH_TIMEOUT_S, probe_port: int | None = None):
+    """Run platform/run_search.py; return (completed process, dashboard status seen or None)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "platform/run_search.py", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = None
+    deadline = time.monotonic() + timeout
+    while probe_port is not None and seen != 200 and proc.poll() is None and time.monotonic() < deadline:
+        seen = dashboard_probe(probe_port) or seen
+        time.sleep(1.0)
+    try:
+        out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, ""), seen
+
+
+@dataclass
+class SmokeExperiment:
+    exp_dir: Path
+    output: str
+    returncode: int
+    dashboard_status: int | None
+    dashboard_port: int
+
+
+@pytest.fixture(scope="session")
+def smoke_experiment(tmp_path_factory) -> SmokeExperiment:
+    storage = tmp_path_factory.mktemp("runs")
+    port = free_port()
+    done, status = run_search_cli("--space", "smoke.yaml", "--storage-path", str(storage),
+                                  "--dashboard-port", str(port), probe_port=port)
+    return SmokeExperiment(storage / "smoke", done.stdout, done.returncode, status, port)

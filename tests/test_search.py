@@ -1,0 +1,195 @@
+"""The search end to end: real Ray cluster, real MNIST, real Optuna SQLite study, real TensorBoard
+event files. The expensive search runs once (``smoke_experiment`` in conftest.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import REPO, run_search_cli
+from search_spaces.spec import load_spec, warm_start_points
+
+BAD_SPECS = sorted((REPO / "tests" / "data" / "bad_specs").glob("*.yaml"))
+
+
+def trial_dirs(exp_dir: Path) -> list[Path]:
+    return sorted(p for p in exp_dir.iterdir() if p.is_dir() and p.name.startswith("trial_"))
+
+
+def result_rows(trial: Path) -> list[dict]:
+    text = (trial / "result.json").read_text() if (trial / "result.json").exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def study_of(exp_dir: Path) -> optuna.Study:
+    record = json.loads((exp_dir / "search.json").read_text())
+    return optuna.load_study(study_name=record["study_name"], storage=f"sqlite:///{exp_dir / 'optuna.db'}")
+
+
+def test_smoke_search_runs_every_trial_and_asha_stops_some(smoke_experiment):
+    assert smoke_experiment.returncode == 0, smoke_experiment.output[-3000:]
+    spec = load_spec("smoke.yaml")
+    trials = trial_dirs(smoke_experiment.exp_dir)
+    assert len(trials) == spec.budget.num_trials
+    reached = []
+    for trial in trials:
+        rows = result_rows(trial)
+        assert rows, f"{trial.name} reported nothing"
+        assert all(r["protocol_id"] == rows[0]["protocol_id"] for r in rows)
+        checkpoints = sorted(trial.glob("checkpoint_*"))
+        assert checkpoints, f"{trial.name} has no checkpoint"
+        for name in ("state.pt", "samples.png", "metrics.json"):
+            assert (checkpoints[-1] / name).stat().st_size > 0
+        reached.append(rows[-1]["iterations"])
+    assert max(reached) == spec.budget.iterations
+    assert sum(r < spec.budget.iterations for r in reached) >= 1, f"ASHA stopped nothing: {reached}"
+
+
+def test_optuna_study_holds_every_trial_complete(smoke_experiment):
+    study = study_of(smoke_experiment.exp_dir)
+    states = [t.state for t in study.trials]
+    assert len(states) == load_spec("smoke.yaml").budget.num_trials
+    assert all(s == optuna.trial.TrialState.COMPLETE for s in states)
+    finals = sorted(rows[-1]["kid"] for rows in map(result_rows, trial_dirs(smoke_experiment.exp_dir)))
+    assert sorted(t.value for t in study.trials) == pytest.approx(finals)
+
+
+def test_warm_starts_are_the_first_trials(smoke_experiment):
+    spec = load_spec("smoke.yaml")
+    points = [point for _, point in warm_start_points(spec)]
+    assert len(points) == 2
+    study = study_of(smoke_experiment.exp_dir)
+    first = sorted(study.trials, key=lambda t: t.number)[: len(points)]
+    for trial, point in zip(first, points):
+        assert trial.params == pytest.approx(point)
+
+
+def test_tensorboard_has_curves_sample_grids_and_hparams(smoke_experiment):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for trial in trial_dirs(smoke_experiment.exp_dir):
+        acc = EventAccumulator(str(trial), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+        acc.Reload()
+        tags = acc.Tags()
+        assert "samples" in tags["images"] and "langevin_trajectory" in tags["images"]
+        assert {"ray/tune/kid", "ray/tune/loss"} <= set(tags["scalars"])
+        n_evals = len(result_rows(trial))
+        assert len(acc.Images("samples")) == n_evals
+        plugins = acc.PluginTagToContent("hparams") if "hparams" in acc.ActivePlugins() else {}
+        assert plugins, f"{trial.name}: no HParams summary"
+
+
+def test_closing_summary_names_best_trials_and_commands(smoke_experiment):
+    out = smoke_experiment.output
+    assert "best trials by kid (min)" in out
+    assert f"tensorboard --logdir {smoke_experiment.exp_dir} --host 127.0.0.1" in out
+    assert "cost estimate" in out and "notice: no GPU" in out
+
+
+def test_dashboard_answered_on_loopback_during_the_run(smoke_experiment):
+    assert smoke_experiment.dashboard_status == 200
+    assert f"Ray dashboard: http://127.0.0.1:{smoke_experiment.dashboard_port}" in smoke_experiment.output
+
+
+def test_interrupted_search_resumes_without_repeating_trials(tmp_path):
+    storage, trials_wanted = tmp_path / "runs", 4
+    args = ["--space", "smoke.yaml", "--storage-path", str(storage), "--name", "resumable",
+            "--num-trials", str(trials_wanted), "--no-dashboard", "--no-calibration", "--no-report"]
+    exp_dir = storage / "resumable"
+    proc = subprocess.Popen([sys.executable, "platform/run_search.py", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    deadline = time.monotonic() + 600
+    # Interrupt once some trial has reported but the search is far from done.
+    while time.monotonic() < deadline and proc.poll() is None:
+        if exp_dir.exists() and any(result_rows(t) for t in trial_dirs(exp_dir)):
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the search ended before it could be interrupted:\n" + proc.stdout.read()[-2000:]
+    proc.send_signal(signal.SIGINT)
+    first_out, _ = proc.communicate(timeout=300)
+    before = {t.name for t in trial_dirs(exp_dir)}
+    finished_before = {t.name: len(result_rows(t)) for t in trial_dirs(exp_dir)}
+    assert len(before) < trials_wanted or not all(
+        r and r[-1]["iterations"] == 40 for r in map(result_rows, trial_dirs(exp_dir))), first_out[-2000:]
+
+    done, _ = run_search_cli(*args, "--resume", timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:]
+    trials = trial_dirs(exp_dir)
+    assert len(trials) == trials_wanted
+    assert before <= {t.name for t in trials}
+    ids = [result_rows(t)[-1]["trial_id"] for t in trials]
+    assert len(set(ids)) == trials_wanted
+    for trial in trials:  # a trial that had finished before the interruption was not run again
+        rows = result_rows(trial)
+        assert rows and rows[-1]["done"] or rows[-1]["iterations"] > 0
+        iterations = [r["iterations"] for r in rows]
+        assert iterations == sorted(set(iterations)), f"{trial.name} repeated evaluations: {iterations}"
+    study = study_of(exp_dir)
+    assert len(study.trials) == trials_wanted
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    del finished_before
+
+
+def _load_cli():
+    spec = importlib.util.spec_from_file_location("run_search_cli", REPO / "platform" / "run_search.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", BAD_SPECS, ids=[p.stem for p in BAD_SPECS])
+def test_malformed_spec_fails_before_ray_starts(path, tmp_path):
+    import ray
+
+    expected_key = path.read_text().splitlines()[0].removeprefix("# expect:").strip()
+    storage = tmp_path / "runs"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = _load_cli().main(["--space", str(path), "--storage-path", str(storage)])
+    lines = err.getvalue().strip().splitlines()
+    assert status == 2
+    assert len(lines) == 1 and "Traceback" not in lines[0]
+    assert path.name in lines[0]
+    if expected_key != "(yaml)":
+        assert expected_key in lines[0]
+    assert not ray.is_initialized() and not storage.exists()
+
+
+def test_diverging_trial_is_stopped_with_its_reason_while_the_other_finishes(tmp_path):
+    import ray
+    from ray import tune
+
+    from trainables.tune_trainable import Budget, ncsn_trainable
+
+    base = {"sigma_begin": 1.0, "sigma_end": 0.01, "num_levels": 3, "step_lr": 2e-5, "n_steps_each": 1,
+            "batch_size": 8, "ngf": 8, "lr": 1e-3, "ema": 0.0, "denoise": False}
+    budget = Budget(iterations=6, eval_every=3, eval_samples=16)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(ncsn_trainable, budget=budget), {"cpu": 1}),
+            param_space={**base, "_inject_nan_at": tune.grid_search([None, 4])},
+            tune_config=tune.TuneConfig(metric="kid", mode="min"),
+            run_config=tune.RunConfig(storage_path=str(tmp_path), name="diverge", verbose=0),
+        )
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    assert results.num_errors == 0
+    by_injection = {r.config["_inject_nan_at"]: r.metrics for r in results}
+    healthy, diverged = by_injection[None], by_injection[4]
+    assert healthy["iterations"] == 6 and not healthy["diverged"] and healthy["kid"] < float("inf")
+    assert diverged["diverged"] and diverged["kid"] == float("inf")
+    assert "non-finite loss" in diverged["stop_reason"] and diverged["iterations"] == 6

@@ -1,0 +1,218 @@
+"""The Ray Tune function trainable: train an NCSN, sample, score, report, checkpoint.
+
+One trial = one NCSN trained with the trial's config. Every ``eval_every`` training iterations it
+samples ``eval_samples`` images by annealed Langevin dynamics (EMA weights where enabled), scores
+them with :mod:`trainables.quality` and reports one flat result together with a checkpoint that
+holds the full training state, the scored sample grid and the full metric record.
+
+The trial config is a flat dict of NCSN settings (what the searcher proposes plus the spec's fixed
+values); the search budget (iterations, eval_every, eval_samples, seed) arrives separately through
+``tune.with_parameters`` so that it does not pollute the HParams comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainables import quality
+from trainables.data import load_mnist
+from trainables.langevin import anneal_langevin
+from trainables.sigmas import geometric_sigmas, snr_of_step
+from trainables.train import TrainConfig, Trainer
+
+STATE_FILE = "state.pt"
+METRICS_FILE = "metrics.json"
+SAMPLES_FILE = "samples.png"
+TRAJECTORY_FILE = "trajectory.png"
+TRIAL_FILE = "trial.json"
+
+# Settings of a trial that belong to the sampler, not to training.
+SAMPLER_KEYS = ("step_lr", "n_steps_each", "denoise")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Per-trial budget shared by every trial of a search."""
+
+    iterations: int
+    eval_every: int
+    eval_samples: int
+    seed: int = 0
+    device: str = "auto"
+    n_frames: int = 8
+
+
+def train_config_from(config: dict[str, Any], budget: Budget) -> TrainConfig:
+    """Map a flat trial config onto the trainer's typed config (unknown keys are ignored here:
+    the search-space loader has already rejected them)."""
+    known = set(TrainConfig.__dataclass_fields__)
+    values = {k: v for k, v in config.items() if k in known}
+    values.setdefault("seed", budget.seed)
+    values.setdefault("device", budget.device)
+    return TrainConfig.from_dict(values)
+
+
+def sample_and_score(trainer: Trainer, config: dict[str, Any], budget: Budget, eval_index: int) -> dict:
+    """Draw ``budget.eval_samples`` images with the trial's sampler settings and score them.
+
+    The sampler's random stream depends only on the search seed and the evaluation index, so two
+    trials evaluated at the same point start from the same noise.
+    """
+    device = trainer.device
+    gen = torch.Generator(device=device).manual_seed(budget.seed * 1_000_003 + eval_index)
+    size = trainer.config.image_size
+    x_init = torch.rand(budget.eval_samples, 1, size, size, generator=gen, device=device)
+    step_lr = float(config["step_lr"])
+    start = time.perf_counter()
+    result = anneal_langevin(
+        trainer.score_fn(use_ema=True), x_init, trainer.sigmas, step_lr=step_lr,
+        n_steps_each=int(config["n_steps_each"]), denoise=bool(config.get("denoise", False)),
+        n_frames=min(budget.n_frames, trainer.config.num_levels * int(config["n_steps_each"])), generator=gen,
+    )
+    samples = result.samples.float().clamp(0.0, 1.0)
+    if size != 28:  # the feature network sees MNIST's 28x28
+        crop = (size - 28) // 2
+        samples = samples[..., crop:crop + 28, crop:crop + 28]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    sample_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics = quality.evaluate(samples.cpu(), seed=budget.seed)
+    score_seconds = time.perf_counter() - start
+    snr = result.snr.float().cpu()
+    return {
+        "metrics": metrics,
+        "samples": samples.cpu(),
+        "frames": [f[:8].float().clamp(0, 1).cpu() for f in result.frames],
+        "n_evals": int(result.n_evals),
+        "sample_seconds": sample_seconds,
+        "score_seconds": score_seconds,
+        "snr_first": float(snr[0]),
+        "snr_last": float(snr[-1]),
+        "snr_target": snr_of_step(step_lr, float(trainer.sigmas[-1])),
+    }
+
+
+def _grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
+    from torchvision.utils import make_grid
+
+    return make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
+
+
+def _trajectory_strip(frames: list[torch.Tensor]) -> torch.Tensor:
+    """Rows = chains, columns = Langevin frames from noise to sample."""
+    stacked = torch.stack(frames, dim=1)  # [B, F, C, H, W]
+    b, f = stacked.shape[:2]
+    return _grid(stacked.reshape(b * f, *stacked.shape[2:]), nrow=f)
+
+
+def _flat_result(summary: dict, evaluation: dict, counters: dict, config: dict) -> dict:
+    m = evaluation["metrics"]
+    result = {name: float(m[name]) for name in quality.METRICS if name in m}
+    result["kid_std"] = float(m.get("kid_std", float("nan")))
+    result["protocol_id"] = quality.protocol_id(m["protocol"])
+    per_level = summary.get("per_level_loss")
+    result.update(
+        iterations=summary["iterations"],
+        loss=float(summary["loss"]),
+        loss_sigma_max=float(per_level[0]) if per_level is not None else float("nan"),
+        loss_sigma_min=float(per_level[-1]) if per_level is not None else float("nan"),
+        train_iters_per_s=float(summary.get("iters_per_s", 0.0)),
+        nfe_per_sample=evaluation["n_evals"],
+        sample_evals_per_s=evaluation["n_evals"] * len(evaluation["samples"]) / max(evaluation["sample_seconds"], 1e-9),
+        snr_first_level=evaluation["snr_first"],
+        snr_last_level=evaluation["snr_last"],
+        snr_nominal=evaluation["snr_target"],
+        diverged=False,
+        stop_reason="",
+        **counters,
+    )
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else _json_safe(v)) for k, v in result.items()}
+
+
+def _json_safe(value: float) -> float:
+    # inf is a legal "worst" value for Tune and Optuna; NaN never is.
+    return float("inf") if math.isnan(value) else value
+
+
+def _write_checkpoint_dir(folder: Path, trainer: Trainer, evaluation: dict, counters: dict, config: dict) -> None:
+    from torchvision.utils import save_image
+
+    trainer.save(folder / STATE_FILE)
+    n = min(64, len(evaluation["samples"]))
+    save_image(evaluation["samples"][:n], folder / SAMPLES_FILE, nrow=8, padding=2, pad_value=1.0)
+    if evaluation["frames"]:
+        save_image(_trajectory_strip(evaluation["frames"]), folder / TRAJECTORY_FILE)
+    record = {"metrics": evaluation["metrics"], "counters": counters, "config": config}
+    (folder / METRICS_FILE).write_text(json.dumps(record, indent=1, default=float))
+
+
+def _restore(trainer: Trainer) -> dict:
+    """Load the latest Tune checkpoint into ``trainer``; return the saved counters (or fresh ones)."""
+    from ray import tune
+
+    counters = {"evaluations": 0, "train_seconds": 0.0, "sample_seconds": 0.0, "score_seconds": 0.0,
+                "sample_evals_total": 0, "train_evals_total": 0}
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return counters
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE_FILE, map_location=trainer.device, weights_only=True)
+        trainer.load_state_dict(state)
+        record = json.loads((Path(folder) / METRICS_FILE).read_text())
+    counters.update(record["counters"])
+    return counters
+
+
+def ncsn_trainable(config: dict[str, Any], budget: Budget) -> None:
+    """Ray Tune function trainable (wrap with ``tune.with_parameters(ncsn_trainable, budget=...)``)."""
+    from ray import tune
+    from torch.utils.tensorboard import SummaryWriter
+
+    config = dict(config)
+    inject_nan_at = config.pop("_inject_nan_at", None)  # fault injection for tests of the divergence path
+    images, _ = load_mnist(train=True)
+    trainer = Trainer(train_config_from(config, budget), images)
+    counters = _restore(trainer)
+    writer = SummaryWriter(tune.get_context().get_trial_dir())
+    metric_names = list(quality.METRICS)
+    try:
+        while trainer.step < budget.iterations:
+            n = min(budget.eval_every, budget.iterations - trainer.step)
+            if inject_nan_at is not None and trainer.step <= inject_nan_at < trainer.step + n:
+                trainer.poison_weights()
+            summary = trainer.train(n)
+            counters["train_seconds"] += summary["seconds"]
+            counters["train_evals_total"] = trainer.step * trainer.config.batch_size
+            if not summary["finite"]:
+                reason = f"non-finite loss within iterations {trainer.step - n}..{trainer.step}"
+                worst = {name: quality.worst_value(name) for name in metric_names}
+                tune.report({**worst, "iterations": trainer.step, "loss": float("inf"),
+                             "diverged": True, "stop_reason": reason, **counters})
+                writer.add_text("stop_reason", reason, trainer.step)
+                return
+            counters["evaluations"] += 1
+            evaluation = sample_and_score(trainer, config, budget, counters["evaluations"])
+            counters["sample_seconds"] += evaluation["sample_seconds"]
+            counters["score_seconds"] += evaluation["score_seconds"]
+            counters["sample_evals_total"] += evaluation["n_evals"] * len(evaluation["samples"])
+            result = _flat_result(summary, evaluation, counters, config)
+            writer.add_image("samples", _grid(evaluation["samples"][:64], nrow=8), trainer.step)
+            if evaluation["frames"]:
+                writer.add_image("langevin_trajectory", _trajectory_strip(evaluation["frames"]), trainer.step)
+            writer.flush()
+            with tempfile.TemporaryDirectory(prefix="ncsn-ckpt-") as tmp:
+                _write_checkpoint_dir(Path(tmp), trainer, evaluation, counters, config)
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
+    finally:
+        writer.close()
