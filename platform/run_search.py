@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         spec = load_spec(args.space)
     except SpecError as err:
         return fail(str(err))
-    from search_spaces.runner import SearchOptions, run_search, summarize
+    from search_spaces.runner import SearchOptions, is_incomplete, run_search, summarize
 
     options = SearchOptions(
         storage_path=args.storage_path, name=args.name, num_trials=args.num_trials, budget=args.budget,
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     except ValueError as err:
         return fail(str(err))
     print(summarize(spec, exp_dir, results, write_report=options.report))
-    return 0
+    return 130 if is_incomplete(spec, results) else 0
 
 
 if __name__ == "__main__":

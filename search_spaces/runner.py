@@ -227,6 +227,11 @@ def _budget_mode(options: SearchOptions, gpus: float) -> str:
     return options.budget
 
 
+def is_incomplete(spec: SearchSpec, results) -> bool:
+    """True when the search was interrupted before every trial ended."""
+    return results.num_terminated + results.num_errors < spec.budget.num_trials
+
+
 def summarize(spec: SearchSpec, exp_dir: Path, results, write_report: bool = True, top: int = 5) -> str:
     """The closing text of a search: best trials, where results are, how to look at them."""
     settings = tune_settings(spec)
@@ -239,9 +244,12 @@ def summarize(spec: SearchSpec, exp_dir: Path, results, write_report: bool = Tru
         show = ["trial_id", metric, "iterations", *params]
         lines.append(f"best trials by {metric} ({mode}):")
         lines.append(ranked[[c for c in show if c in ranked]].head(top).to_string(index=False))
-    errors = getattr(results, "num_errors", 0)
+    errors = results.num_errors
     if errors:
         lines.append(f"{errors} trial(s) errored; see error.txt in their trial folders")
+    if is_incomplete(spec, results):
+        lines.append(f"the search is incomplete ({results.num_terminated} of {spec.budget.num_trials} "
+                     f"trials finished): resume it with the command below")
     if write_report:
         from analysis.report import write_report as _write
 
