@@ -1,0 +1,200 @@
+"""PNG plots of the analysis frames (matplotlib, Agg; no pyplot state, so safe inside any process).
+
+Each function takes frames from :mod:`analysis.load` / :mod:`analysis.rank`, writes one PNG to
+``path`` and returns ``path``. They only draw: every number comes from the frames.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+from analysis.load import COMPUTE, DIVERGED, ERRORED, FINISHED, STOPPED, UNFINISHED, finite
+
+STATUS_COLORS = {FINISHED: "tab:blue", STOPPED: "tab:orange", DIVERGED: "tab:red",
+                 ERRORED: "black", UNFINISHED: "tab:gray"}
+DPI = 100
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+def _wide_positive(values: pd.Series) -> bool:
+    """Log axis when every value is positive and they span more than a factor of 20."""
+    v = values[finite(values)].astype(float)
+    return len(v) > 1 and (v > 0).all() and v.max() / v.min() > 20
+
+
+def _is_log(form: dict) -> bool:
+    return "loguniform" in form or bool(form.get("log"))
+
+
+def plot_metric_vs_params(trials: pd.DataFrame, params: dict[str, dict], metric: str, path: Path,
+                          marks: dict[str, str] | None = None) -> Path:
+    """One panel per searched parameter: each trial's ``metric`` (at its best evaluation) against
+    the parameter's value, coloured by status; log axes for log-scaled parameters; trials named in
+    ``marks`` ({trial_id: label}, e.g. the best and the warm starts) are labelled. Trials without a
+    finite value are counted in the panel title, not drawn."""
+    names = list(params) or ["(no searched parameter)"]
+    ncols = min(3, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig = _figure(4.2 * ncols, 3.4 * nrows)
+    y_all = pd.to_numeric(trials[metric], errors="coerce") if len(trials) else pd.Series(dtype=float)
+    ok = finite(y_all) if len(trials) else pd.Series(dtype=bool)
+    marks = marks or {}
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        col = f"config/{name}"
+        if col not in trials or not len(trials):
+            ax.set_title(f"{name}: no trials")
+            continue
+        form = params.get(name, {})
+        x = trials[col]
+        if "choice" in form:
+            levels = [repr(c) for c in form["choice"]]
+            xpos = x.map(lambda v: levels.index(repr(v)) if repr(v) in levels else np.nan)
+            ax.set_xticks(range(len(levels)), levels)
+        else:
+            xpos = pd.to_numeric(x, errors="coerce")
+            if _is_log(form):
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
+        for status, color in STATUS_COLORS.items():
+            sel = ok & (trials["status"] == status)
+            if sel.any():
+                ax.scatter(xpos[sel], y_all[sel], c=color, label=status, s=36, edgecolors="white", zorder=3)
+        for trial_id, label in marks.items():
+            sel = ok & (trials["trial_id"] == trial_id)
+            for xv, yv in zip(xpos[sel], y_all[sel]):
+                ax.annotate(label, (xv, yv), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if _wide_positive(y_all):
+            ax.set_yscale("log")
+        missing = int((~ok).sum())
+        ax.set_title(name + (f" ({missing} trial(s) without a value)" if missing else ""), fontsize=9)
+        ax.set_xlabel(name)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        if i == 0 and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_learning_curves(evaluations: pd.DataFrame, panels: Sequence[tuple[str, Sequence[str]]], metric: str,
+                         path: Path) -> Path:
+    """Learning curves (``metric`` against training iterations), one panel per (title, trial ids),
+    e.g. the top trials and the ones ASHA stopped. Diverged records are drawn as a red x at the
+    top of the panel where the divergence happened."""
+    fig = _figure(5.2 * max(1, len(panels)), 3.8)
+    scored = evaluations[~evaluations["diverged"].astype(bool) & finite(evaluations[metric])] if len(evaluations) else evaluations
+    everyone = list(dict.fromkeys(t for _, ids in panels for t in ids))
+    colors = {t: f"C{k % 10}" for k, t in enumerate(everyone)}  # one colour per trial across panels
+    for i, (title, ids) in enumerate(panels or [("no trials", [])]):
+        ax = fig.add_subplot(1, max(1, len(panels)), i + 1)
+        ax.set_title(title, fontsize=9)
+        if not ids:
+            ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)
+        for trial_id in ids:
+            mine = scored[scored["trial_id"] == trial_id]
+            ax.plot(mine["iterations"], mine[metric], marker="o", ms=3, label=trial_id, c=colors[trial_id])
+            gone = evaluations[(evaluations["trial_id"] == trial_id) & evaluations["diverged"].astype(bool)]
+            for it in gone["iterations"]:
+                ax.scatter([it], [1.0], marker="x", c="tab:red", transform=ax.get_xaxis_transform(), clip_on=False)
+        if len(ids) and _wide_positive(scored[scored["trial_id"].isin(ids)][metric]):
+            ax.set_yscale("log")
+        ax.set_xlabel("training iterations")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        if ids:
+            ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_pareto(evaluations: pd.DataFrame, front: pd.DataFrame, metric: str, path: Path,
+                compute: str = COMPUTE) -> Path:
+    """Every evaluation's ``metric`` against the network evaluations spent to reach it (grey), and
+    the Pareto front (red steps, points labelled with trial id and iterations)."""
+    fig = _figure(6.4, 4.4)
+    ax = fig.add_subplot(1, 1, 1)
+    pts = evaluations[~evaluations["diverged"].astype(bool) & finite(evaluations[metric])] if len(evaluations) else evaluations
+    ax.scatter(pts[compute], pts[metric], c="0.6", s=18, label="evaluations")
+    if len(front):
+        ax.step(front[compute], front[metric], where="post", c="tab:red", lw=1.5)
+        ax.scatter(front[compute], front[metric], c="tab:red", s=30, zorder=3, label="Pareto front")
+        for _, row in front.iterrows():
+            ax.annotate(f"{row['trial_id']}@{int(row['iterations'])}", (row[compute], row[metric]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if _wide_positive(pts[compute]) if len(pts) else False:
+        ax.set_xscale("log")
+    if _wide_positive(pts[metric]) if len(pts) else False:
+        ax.set_yscale("log")
+    ax.set_xlabel("network evaluations (training + sampling, per image)")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_importance(importance: pd.DataFrame, path: Path) -> Path:
+    """Horizontal bars of parameter importance (most important on top)."""
+    fig = _figure(5.0, 0.5 + 0.45 * max(1, len(importance)))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.barh(importance["param"][::-1], importance["importance"][::-1], color="tab:blue")
+    ax.set_xlabel("importance (PED-ANOVA, sums to 1)")
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)
+
+
+def image_grid(images: np.ndarray, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
+    """Tile images [N, 1, H, W] (uint8 0..255 or float 0..1) into one float array in [0, 1] of shape
+    [rows*(H+p)+p, nrow*(W+p)+p], white padding: the layout of the trials' samples.png grids."""
+    images = np.asarray(images)
+    x = images.astype(np.float64) / 255.0 if images.dtype == np.uint8 else images.astype(np.float64)
+    n, _, h, w = x.shape
+    rows = math.ceil(n / nrow)
+    grid = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding), pad_value)
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        top, left = padding + r * (h + padding), padding + c * (w + padding)
+        grid[top:top + h, left:left + w] = x[i, 0]
+    return grid
+
+
+def save_image_grid(images: np.ndarray, path: Path, nrow: int = 8) -> Path:
+    """Write :func:`image_grid` of ``images`` as a greyscale PNG at one pixel per image pixel."""
+    from matplotlib.image import imsave
+
+    imsave(Path(path), image_grid(images, nrow=nrow), cmap="gray", vmin=0.0, vmax=1.0, format="png")
+    return Path(path)
+
+
+def plot_sample_panels(panels: Sequence[tuple[str, Path | np.ndarray]], path: Path) -> Path:
+    """Sample grids side by side, each titled (e.g. real MNIST first, then the top trials); a panel
+    is a PNG file or a greyscale array in [0, 1] (see :func:`image_grid`)."""
+    from matplotlib.image import imread
+
+    n = max(1, len(panels))
+    fig = _figure(3.0 * n, 3.4)
+    for i, (title, png) in enumerate(panels):
+        ax = fig.add_subplot(1, n, i + 1)
+        ax.imshow(png if isinstance(png, np.ndarray) else imread(str(png)), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    return _save(fig, path)
