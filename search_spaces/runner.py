@@ -253,7 +253,11 @@ def summarize(spec: SearchSpec, exp_dir: Path, results, write_report: bool = Tru
     if write_report:
         from analysis.report import write_report as _write
 
-        report = _write(exp_dir)
+        try:
+            report = _write(exp_dir)
+        except ValueError as err:  # e.g. trials scored under different protocols
+            lines.append(f"report: {err}; writing one ranking per protocol instead")
+            report = _write(exp_dir, per_protocol=True)
         lines.append(f"report: {report}")
     lines += [
         f"TensorBoard: tensorboard --logdir {exp_dir} --host 127.0.0.1",
