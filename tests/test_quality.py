@@ -331,5 +331,14 @@ def test_reference_statistics_cached_on_disk_by_network_hash(tmp_path, monkeypat
         monkeypatch.setattr("trainables.data.load_mnist", no_data)
         again = quality.mnist_test_reference()
         assert torch.equal(again.features, first.features) and torch.equal(again.cov, first.cov)
+
+        # KID's reference terms (the costly part of a first evaluation) persist too
+        x = test_images[0][:100]
+        scored = evaluate(x, n_subsets=5, seed=11)
+        assert (tmp_path / f"mnist-test-{FEATURE_NET_SHA256[:16]}-kid-seed11-5x100.pt").is_file()
+        quality._KID_TERMS.clear()
+        monkeypatch.setattr(quality, "reference_kid_terms", no_data)
+        assert evaluate(x, n_subsets=5, seed=11) == scored
     finally:
         quality.mnist_test_reference.cache_clear()
+        quality._KID_TERMS.clear()
