@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables.model import (
+    ELU,
     CondInstanceNormPlus,
     CondRefineNetDilated,
     _InstanceStats,
@@ -105,6 +106,13 @@ def test_conditional_instance_norm_plus_matches_its_formula():
 def test_instance_stats_gradient():
     x = (torch.randn(2, 3, 4, 5, dtype=torch.float64) * 2 + 1).requires_grad_()
     assert torch.autograd.gradcheck(lambda t: _InstanceStats.apply(t, 1e-5), (x,))
+
+
+def test_elu_is_f_elu_with_its_gradient():
+    x = torch.linspace(-30, 30, 100_001)
+    torch.testing.assert_close(ELU()(x), F.elu(x), rtol=0, atol=1e-7)
+    xd = torch.cat([torch.linspace(-5, -0.01, 20), torch.linspace(0.01, 5, 20)]).double().requires_grad_()
+    assert torch.autograd.gradcheck(ELU(), (xd,))
 
 
 def test_channels_last_gives_the_same_scores():

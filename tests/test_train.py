@@ -38,7 +38,7 @@ def assert_identical(a, b):
         ("ngf", 4), ("ngf", 8.0), ("num_levels", 1), ("batch_size", 0), ("batch_size", True),
         ("lr", 0.0), ("lr", float("nan")), ("beta1", 1.0), ("ema", -0.1), ("ema", 1.0),
         ("sigma_end", -0.01), ("sigma_begin", 0.001), ("image_size", 30),
-        ("noise_conditioning", "time"), ("device", "tpu"), ("amp", "yes"), ("compile", 1),
+        ("noise_conditioning", "time"), ("device", "tpu"), ("amp", "yes"), ("compile", 1), ("channels_last", None),
         ("grad_clip", -1.0), ("seed", -1),
     ],
 )
@@ -184,8 +184,9 @@ def test_score_fn_uses_the_ema_weights():
 def test_cpu_fast_paths_keep_scores_and_loss(option):
     # Same seed -> same initial weights, batch, levels and noise; only the arithmetic differs.
     images = tiny_images()
-    reference = Trainer(tiny_config(ema=0.0), images)
-    fast = Trainer(tiny_config(ema=0.0, **{option: True}), images)
+    plain = dict(ema=0.0, amp=False, channels_last=False)
+    reference = Trainer(tiny_config(**plain), images)
+    fast = Trainer(tiny_config(**{**plain, option: True}), images)
     x, levels = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
     with torch.inference_mode():
         s_ref, s_fast = reference.score_fn()(x, levels), fast.score_fn()(x, levels)

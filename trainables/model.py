@@ -34,8 +34,8 @@ class _InstanceStats(torch.autograd.Function):
     """Per-image, per-channel mean and 1/sqrt(var + eps) over H, W (biased variance, as
     InstanceNorm2d), with a hand-written backward.
 
-    Why not torch.var_mean: on CPU its Welford reduction and autograd graph cost several times
-    more than the convolutions' neighbours. Here the forward is an exact two-pass (mean, then
+    Why not torch.var_mean: on CPU its Welford reduction (and its autograd graph) costs several
+    times more than the rest of the layer. Here the forward is an exact two-pass (mean, then
     sum of squared deviations) and the backward is one fused multiply-add over x:
         dL/dx = dL/dmu / n + dL/drstd * (-rstd^3 / n) * (x - mu).
     """
@@ -44,7 +44,9 @@ class _InstanceStats(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, eps: float):
         n = x.shape[2] * x.shape[3]
         mean = x.mean(dim=(2, 3), keepdim=True)
-        sq = torch.linalg.vector_norm(x - mean, dim=(2, 3), keepdim=True).square_()
+        centred = x - mean
+        # mul + sum: on CPU linalg.vector_norm's generic path is several times slower.
+        sq = (centred * centred).sum(dim=(2, 3), keepdim=True)
         rstd = torch.rsqrt(sq.div_(n).add_(eps))
         ctx.save_for_backward(x, mean, rstd)
         return mean, rstd
@@ -123,6 +125,35 @@ class InstanceNormPlus(nn.Module):
         return _norm_plus(x, view(self.gamma), view(self.alpha), view(self.beta), self.eps)
 
 
+class _ELUFunction(torch.autograd.Function):
+    """ELU as max(x, exp(min(x, 0)) - 1), with the derivative taken from the output.
+
+    Same function as F.elu (alpha 1) to within 6e-8 absolute; on an AVX2 CPU the vectorised exp
+    makes it ~1.6x faster than F.elu's expm1. d/dx = 1 for x > 0 and exp(x) = y + 1 otherwise,
+    i.e. min(y, 0) + 1, so only the output is kept for the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = torch.maximum(x, torch.exp(x.clamp(max=0.0)).sub_(1.0))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return grad * y.clamp(max=0.0).add_(1.0)
+
+
+class ELU(nn.Module):
+    """The network's activation (ELU, alpha = 1): one fused kernel on CUDA, the exp form on CPU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu":
+            return _ELUFunction.apply(x)
+        return F.elu(x)
+
+
 def _conv3x3(c_in: int, c_out: int, bias: bool, dilation: int = 1) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation, bias=bias)
 
@@ -148,6 +179,7 @@ class CondResidualBlock(nn.Module):
 
     def __init__(self, c_in, c_out, num_levels, norm_cls, down=False, dilation=1):
         super().__init__()
+        self.act = ELU()
         self.norm1 = norm_cls(c_in, num_levels)
         if down and dilation == 1:
             self.conv1 = _conv3x3(c_in, c_in, bias=True)
@@ -168,8 +200,8 @@ class CondResidualBlock(nn.Module):
                 self.shortcut = nn.Conv2d(c_in, c_out, 1)
 
     def forward(self, x, level_idx):
-        h = self.conv1(F.elu(self.norm1(x, level_idx)))
-        h = self.conv2(F.elu(self.norm2(h, level_idx)))
+        h = self.conv1(self.act(self.norm1(x, level_idx)))
+        h = self.conv2(self.act(self.norm2(h, level_idx)))
         skip = x if self.shortcut is None else self.shortcut(x)
         return skip + h
 
@@ -179,6 +211,7 @@ class CondRCUBlock(nn.Module):
 
     def __init__(self, features, n_blocks, n_stages, num_levels, norm_cls):
         super().__init__()
+        self.act = ELU()
         self.blocks = nn.ModuleList()
         for _ in range(n_blocks):
             stages = nn.ModuleList()
@@ -192,7 +225,7 @@ class CondRCUBlock(nn.Module):
         for stages in self.blocks:
             residual = x
             for norm, conv in stages:
-                x = conv(F.elu(norm(x, level_idx)))
+                x = conv(self.act(norm(x, level_idx)))
             x = x + residual
         return x
 
@@ -220,11 +253,12 @@ class CondCRPBlock(nn.Module):
 
     def __init__(self, features, n_stages, num_levels, norm_cls):
         super().__init__()
+        self.act = ELU()
         self.norms = nn.ModuleList([norm_cls(features, num_levels) for _ in range(n_stages)])
         self.convs = nn.ModuleList([_conv3x3(features, features, bias=False) for _ in range(n_stages)])
 
     def forward(self, x, level_idx):
-        x = F.elu(x)
+        x = self.act(x)
         path = x
         for norm, conv in zip(self.norms, self.convs):
             path = conv(F.avg_pool2d(norm(path, level_idx), 5, stride=1, padding=2))
@@ -259,7 +293,8 @@ class CondRefineNetDilated(nn.Module):
             count does not depend on it.
         noise_conditioning: "level" (NCSN: per-level conditional norms) or "sigma" (NCSNv2
             technique 3: unconditional norms, output divided by sigma_i).
-        sigmas: 1-D tensor of the L noise levels, largest first; required for "sigma".
+        sigmas: 1-D tensor of the L noise levels, largest first; required for "sigma", ignored
+            for "level".
 
     forward(x, level_idx): x float [B, C, H, W] in [0, 1] (noisy data), level_idx int64 [B] with
     0 = largest sigma. Returns the score estimate, float [B, C, H, W], in 1/[0,1]-units.
@@ -301,10 +336,8 @@ class CondRefineNetDilated(nn.Module):
             norm_cls = InstanceNormPlus
         else:
             norm_cls = CondInstanceNormPlus
-            if sigmas is not None:
-                sigmas = torch.as_tensor(sigmas, dtype=torch.float32).flatten()
-        # A buffer so that it follows .to(device) and is saved with the weights; the "level"
-        # network does not use it.
+            sigmas = None  # the level network knows its noise by index only
+        # A buffer so that it follows .to(device) and is saved with the weights.
         self.register_buffer("sigmas", None if sigmas is None else sigmas.clone())
 
         L, w = num_levels, 2 * ngf
@@ -330,6 +363,7 @@ class CondRefineNetDilated(nn.Module):
         self.refine3 = CondRefineBlock([w, w], ngf, L, norm_cls)
         self.refine4 = CondRefineBlock([ngf, ngf], ngf, L, norm_cls, end=True)
         self.end_norm = norm_cls(ngf, L)
+        self.act = ELU()
         self.end_conv = nn.Conv2d(ngf, channels, 3, padding=1)
 
     @staticmethod
@@ -348,7 +382,7 @@ class CondRefineNetDilated(nn.Module):
         ref = self.refine2([layer3, ref], level_idx, layer3.shape[2:])
         ref = self.refine3([layer2, ref], level_idx, layer2.shape[2:])
         ref = self.refine4([layer1, ref], level_idx, layer1.shape[2:])
-        out = self.end_conv(F.elu(self.end_norm(ref, level_idx)))
+        out = self.end_conv(self.act(self.end_norm(ref, level_idx)))
         if self.noise_conditioning == "sigma":
             # Divide in fp32: under autocast `out` may be bf16, and 1/sigma spans 1..100+.
             out = out.float() / self.sigmas[level_idx].view(-1, *([1] * (out.dim() - 1)))
