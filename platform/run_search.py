@@ -3,9 +3,12 @@
     python platform/run_search.py --space sigmas.yaml
     python platform/run_search.py --space sigmas.yaml --smoke-test        # a tiny run, about a minute
     python platform/run_search.py --space sigmas.yaml --resume            # continue an interrupted one
+    python platform/run_search.py --space langevin.yaml --checkpoint runs/langevin   # tune the sampler only
 
 --space takes a shipped spec by name (sigmas.yaml, langevin.yaml, batch.yaml, smoke.yaml) or a path.
 Without a GPU the spec's CPU preview budget runs (--budget full insists on the full one).
+--checkpoint runs a sampler-only search on frozen networks (an experiment folder: its best trial's
+best checkpoint, or the top k trials' with --top-k; a trial or checkpoint folder): no training.
 """
 
 import argparse
@@ -27,6 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-dashboard", action="store_true", help="start the local cluster without the dashboard")
     p.add_argument("--no-calibration", action="store_true", help="skip the cost estimate before the search")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--checkpoint", help="sampler-only search on this experiment, trial or checkpoint folder")
+    p.add_argument("--top-k", type=int, default=1, help="with --checkpoint EXPERIMENT: the best k trials (default 1)")
     p.add_argument("-v", "--verbose", type=int, default=1, help="0 quiet, 1 progress (default), 2 trial logs too")
     return p.parse_args(argv)
 
@@ -40,6 +45,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.num_trials is not None and args.num_trials < 1:
         return fail(f"--num-trials {args.num_trials}: must be at least 1")
+    if args.top_k < 1:
+        return fail(f"--top-k {args.top_k}: must be at least 1")
+    if args.top_k > 1 and args.checkpoint is None:
+        return fail(f"--top-k {args.top_k}: needs --checkpoint <experiment folder>")
     from search_spaces.spec import SpecError, load_spec
 
     try:
@@ -53,6 +62,7 @@ def main(argv=None) -> int:
         address=args.address, resume=args.resume, smoke_test=args.smoke_test,
         dashboard=not args.no_dashboard, dashboard_port=args.dashboard_port, verbose=args.verbose,
         calibrate=not args.no_calibration, report=not args.no_report,
+        checkpoint=args.checkpoint, top_k=args.top_k,
     )
     try:
         spec, exp_dir, results = run_search(spec, options)

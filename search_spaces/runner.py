@@ -49,6 +49,8 @@ class SearchOptions:
     verbose: int = 1
     report: bool = True
     calibrate: bool = True
+    checkpoint: str | None = None  # a sampler-only search on this experiment/trial/checkpoint folder
+    top_k: int = 1  # with an experiment folder: the best checkpoints of this many trials
 
 
 def experiment_dir(spec: SearchSpec, options: SearchOptions) -> Path:
@@ -173,6 +175,10 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Callable[[str], No
     """Run (or resume) the search described by ``spec``; return the experiment folder and results."""
     import ray
 
+    from search_spaces.sampler_search import is_sampler_experiment, run_sampler_search
+
+    if options.checkpoint is not None or (options.resume and is_sampler_experiment(experiment_dir(spec, options))):
+        return run_sampler_search(spec, options, say)
     exp_dir = experiment_dir(spec, options)
     if options.resume and not (exp_dir / SEARCH_FILE).exists():
         raise ValueError(f"--resume: {exp_dir} holds no search to resume ({SEARCH_FILE} missing); "
@@ -234,6 +240,10 @@ def is_incomplete(spec: SearchSpec, results) -> bool:
 
 def summarize(spec: SearchSpec, exp_dir: Path, results, write_report: bool = True, top: int = 5) -> str:
     """The closing text of a search: best trials, where results are, how to look at them."""
+    from search_spaces.sampler_search import is_sampler_experiment, summarize_sampler_search
+
+    if is_sampler_experiment(exp_dir):
+        return summarize_sampler_search(spec, exp_dir, results, write_report=write_report, top=top)
     settings = tune_settings(spec)
     metric, mode = settings["metric"], settings["mode"]
     frame = results.get_dataframe()

@@ -23,6 +23,18 @@ and ``{choice: [...]}``. ``preview`` may override budget keys, the scheduler's `
 and ``reduction_factor`` (a full-size grace period rarely fits a preview's iterations), and names
 already in ``fixed``.
 
+An optional ``sampler_search`` section sizes the sampler-only search on frozen checkpoints
+(``run_search.py --checkpoint``, :mod:`search_spaces.sampler_search`):
+
+    sampler_search:
+      num_trials: 24
+      max_concurrent: 4
+      samples: [250, 1000, 4000]   # ASHA's looks, in samples scored; one whole growth factor
+      params:                      # searched on top of the sampler keys of ``params``
+        skip_levels:  {int: [0, 3]}    # truncated ladder: the largest levels skipped
+        level_stride: {choice: [1, 2]} # sub-sampled ladder: every k-th level, ending at sigma_L
+      preview: {num_trials: 8, samples: [64, 256], params: {n_steps_each: {int: [1, 10]}}}
+
 Everything is checked before Ray starts; each problem raises :class:`SpecError`, a ValueError
 whose message is one line naming the file (and line), the dotted key, the value and the fix.
 Nothing here imports Ray. The metric check reads trainables.quality (one source of metric names
@@ -113,11 +125,26 @@ PARAMS: dict[str, KnownParam] = {
     "beta1": KnownParam(float, 0.9, "Adam beta1", low=0.0, high=1.0, high_open=True),
 }
 
+# The sampler-only search (issue 7): the keys of PARAMS that change only sampling, and the
+# ladder keys that exist only there (a trained network knows every level of its ladder; the
+# sampler may visit fewer of them).
+SAMPLER_KEYS = ("step_lr", "n_steps_each", "denoise")
+LADDER_PARAMS: dict[str, KnownParam] = {
+    "skip_levels": KnownParam(int, 0, "largest noise levels the sampler skips (truncated ladder)",
+                              low=0),
+    "level_stride": KnownParam(int, 1, "the sampler visits every k-th level, always ending at "
+                               "sigma_L (sub-sampled ladder)", low=1),
+}
+SAMPLER_SECTION_KEYS = ("num_trials", "max_concurrent", "samples", "params", "preview")
+SAMPLER_PREVIEW_KEYS = ("num_trials", "max_concurrent", "samples", "params")
+# quality.evaluate needs more samples than its k-NN neighbourhoods
+MIN_SAMPLES = 6
+
 BUDGET_KEYS = ("num_trials", "max_concurrent", "iterations", "eval_every", "eval_samples")
 SCHEDULER_PREVIEW_KEYS = ("grace_period", "reduction_factor")
 FORMS = ("uniform", "loguniform", "int", "choice")
 _TOP_KEYS = ("name", "dataset", "metric", "mode", "searcher", "scheduler", "budget", "preview",
-             "params", "fixed", "resources")
+             "params", "fixed", "resources", "sampler_search")
 _REQUIRED_TOP = ("name", "metric", "budget", "params")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # PyYAML (YAML 1.1) reads 1e-3 as a string; recognise it to say so.
@@ -283,6 +310,37 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class SamplerSearchSpec:
+    """The sampler-only search on frozen checkpoints (optional ``sampler_search`` section).
+
+    num_trials, max_concurrent: as in the budget. samples: ASHA's looks, the number of samples
+    scored at each (strictly increasing, one whole growth factor, e.g. (250, 1000, 4000)).
+    params: name -> ParamSpec searched on top of (or replacing) the spec's sampler params.
+    preview: the overrides :meth:`SearchSpec.with_preview` applies here.
+    """
+
+    num_trials: int
+    max_concurrent: int
+    samples: tuple[int, ...]
+    params: dict = field(default_factory=dict)
+    preview: dict = field(default_factory=dict)
+
+    @property
+    def reduction_factor(self) -> int:
+        """Growth factor between looks (ASHA's reduction factor); 1 with a single look."""
+        return self.samples[1] // self.samples[0] if len(self.samples) > 1 else 1
+
+    def to_dict(self) -> dict:
+        out = {"num_trials": self.num_trials, "max_concurrent": self.max_concurrent,
+               "samples": list(self.samples)}
+        if self.params:
+            out["params"] = {name: p.to_dict() for name, p in self.params.items()}
+        if self.preview:
+            out["preview"] = copy.deepcopy(self.preview)
+        return out
+
+
+@dataclass(frozen=True)
 class SearchSpec:
     """A validated search-space file. Build with :func:`load_spec` or :func:`parse_spec`.
 
@@ -302,6 +360,7 @@ class SearchSpec:
     params: dict
     fixed: dict
     resources: Resources
+    sampler_search: SamplerSearchSpec | None = None
     source: str | None = field(default=None, compare=False)
     previewed: bool = False
     raw: dict = field(default_factory=dict, repr=False, compare=False)
@@ -366,6 +425,8 @@ class SearchSpec:
         }
         if self.preview:
             out["preview"] = dict(self.preview)
+        if self.sampler_search is not None:
+            out["sampler_search"] = self.sampler_search.to_dict()
         return out
 
 
@@ -465,6 +526,13 @@ def _apply_preview(raw: Mapping) -> dict:
             out["scheduler"] = dict(out.get("scheduler") or {}, **{key: value})
         else:
             out.setdefault("fixed", {})[key] = value
+    section = out.get("sampler_search")
+    if isinstance(section, dict) and "preview" in section:
+        section = dict(section)
+        preview = dict(section.pop("preview") or {})
+        if isinstance(preview.get("params"), dict):  # per name: the preview narrows some ranges
+            preview["params"] = {**(section.get("params") or {}), **preview["params"]}
+        out["sampler_search"] = {**section, **preview}
     return out
 
 
@@ -497,13 +565,15 @@ def _parse(raw: Any, ctx: _Ctx, source: str | None, previewed: bool = False) -> 
     fixed = _parse_fixed(ctx, raw.get("fixed"), params)
     resources = _parse_resources(ctx, raw.get("resources"))
     _check_sigma_order(ctx, params, fixed)
+    sampler_search = _parse_sampler_search(ctx, raw.get("sampler_search"), params, previewed)
     preview = {}
     if not previewed:
         preview = _parse_preview(ctx, raw.get("preview"), fixed)
 
     spec = SearchSpec(name=name, dataset=dataset, metric=metric, mode=mode, searcher=searcher,
                       scheduler=scheduler, budget=budget, preview=preview, params=params,
-                      fixed=fixed, resources=resources, source=source, previewed=previewed,
+                      fixed=fixed, resources=resources, sampler_search=sampler_search,
+                      source=source, previewed=previewed,
                       raw=copy.deepcopy(raw))
     if preview:
         _check_preview_applies(ctx, spec)
@@ -650,7 +720,7 @@ def _parse_resources(ctx: _Ctx, raw: Any) -> Resources:
 
 def _value(ctx: _Ctx, key: str, name: str, value: Any) -> Any:
     """A value for known parameter ``name``, type-checked, coerced (int -> float) and bounded."""
-    known = PARAMS[name]
+    known = PARAMS[name] if name in PARAMS else LADDER_PARAMS[name]
     if known.kind is bool:
         if not isinstance(value, bool):
             raise ctx.error(key, f"{name} must be true or false", value)
@@ -685,7 +755,7 @@ def _parse_params(ctx: _Ctx, raw: Any) -> dict[str, ParamSpec]:
 
 
 def _parse_form(ctx: _Ctx, key: str, name: str, raw: Any) -> ParamSpec:
-    known = PARAMS[name]
+    known = PARAMS[name] if name in PARAMS else LADDER_PARAMS[name]
     example = "{choice: [...]}" if known.kind in (bool, str) or known.values else (
         "{int: [lo, hi], log: false}" if known.kind is int else "{loguniform: [lo, hi]}")
     raw = _mapping(ctx, key, raw, example)
@@ -813,6 +883,74 @@ def _check_preview_applies(ctx: _Ctx, spec: SearchSpec) -> None:
             f"override {leaf} in preview too")
         raise SpecError(ctx.file, key, f"with the preview applied, {err.key} {err.problem}",
                         err.value, fix, ctx.lines.get(key)) from None
+
+
+def _parse_sampler_search(ctx: _Ctx, raw: Any, params: dict,
+                          previewed: bool) -> SamplerSearchSpec | None:
+    """The optional sampler_search section; its preview is checked applied, naming its own key."""
+    if raw is None:
+        return None
+    raw = _mapping(ctx, "sampler_search", raw, "{num_trials: 24, max_concurrent: 4, "
+                   "samples: [250, 1000, 4000]}")
+    _check_keys(ctx, "sampler_search", raw, SAMPLER_SECTION_KEYS)
+    for key in ("num_trials", "max_concurrent", "samples"):
+        if key not in raw:
+            raise ctx.error(f"sampler_search.{key}", "missing required key")
+    values = {key: _positive_int(ctx, f"sampler_search.{key}", raw[key])
+              for key in ("num_trials", "max_concurrent")}
+    samples = _parse_samples(ctx, "sampler_search.samples", raw["samples"])
+    searched = _parse_sampler_params(ctx, raw.get("params"), params)
+    preview = {}
+    if not previewed and raw.get("preview") is not None:
+        preview = _mapping(ctx, "sampler_search.preview", raw["preview"], "{num_trials: 8, samples: [64, 256]}")
+        _check_keys(ctx, "sampler_search.preview", preview, SAMPLER_PREVIEW_KEYS)
+        for key, value in preview.items():
+            pkey = f"sampler_search.preview.{key}"
+            if key == "samples":
+                _parse_samples(ctx, pkey, value)
+            elif key == "params":
+                _parse_sampler_params(ctx, value, params, pkey)
+            else:
+                _positive_int(ctx, pkey, value)
+        preview = dict(preview)
+    return SamplerSearchSpec(samples=samples, params=searched, preview=preview, **values)
+
+
+def _parse_samples(ctx: _Ctx, key: str, raw: Any) -> tuple[int, ...]:
+    """ASHA's looks in samples scored: increasing, and geometric with one whole factor, so that
+    every look falls on one of ASHA's rungs (grace * factor^k)."""
+    if not isinstance(raw, list) or not raw:
+        raise ctx.error(key, "must be a non-empty list of sample counts", raw,
+                        fix="write e.g. [250, 1000, 4000]")
+    samples = tuple(_number(ctx, f"{key}[{i}]", v, int) for i, v in enumerate(raw))
+    if samples[0] < MIN_SAMPLES:
+        raise ctx.error(f"{key}[0]", f"must be at least {MIN_SAMPLES} (the k-NN quality metrics "
+                        f"need more samples than neighbours)", samples[0])
+    factor = samples[1] // samples[0] if len(samples) > 1 else 1
+    if len(samples) > 1 and (factor < 2 or any(b != a * factor for a, b in zip(samples, samples[1:]))):
+        raise ctx.error(key, "must grow by one whole factor >= 2 from look to look (ASHA's rungs)",
+                        raw, fix="write e.g. [250, 1000, 4000]")
+    return samples
+
+
+def _parse_sampler_params(ctx: _Ctx, raw: Any, params: dict,
+                          prefix: str = "sampler_search.params") -> dict[str, ParamSpec]:
+    """Searched sampler and ladder params of the section; at least one sampler key overall."""
+    raw = {} if raw is None else _mapping(ctx, prefix, raw, "{skip_levels: {int: [0, 3]}}")
+    allowed = SAMPLER_KEYS + tuple(LADDER_PARAMS)
+    searched = {}
+    for name, form in raw.items():
+        key = f"{prefix}.{name}"
+        if name not in allowed:
+            near = _near(str(name), allowed)
+            raise ctx.error(key, "is not a sampler parameter",
+                            fix=f"did you mean {near!r}?" if near else f"allowed: {', '.join(allowed)}")
+        searched[name] = _parse_form(ctx, key, name, form)
+    if not searched and not any(name in params for name in SAMPLER_KEYS):
+        raise ctx.error("sampler_search", "searches nothing: params holds none of "
+                        f"{', '.join(SAMPLER_KEYS)} and sampler_search.params is empty",
+                        fix="search e.g. sampler_search.params.step_lr")
+    return searched
 
 
 # --------------------------------------------------------------------------------------------
@@ -977,6 +1115,10 @@ def _summary(spec: SearchSpec) -> str:
     if spec.preview:
         p = spec.with_preview().budget
         text += f"; preview {p.num_trials} trials x {p.iterations} iterations"
+    if spec.sampler_search is not None:
+        s = spec.sampler_search
+        text += (f"; sampler search (--checkpoint) {s.num_trials} trials scoring "
+                 f"{'/'.join(map(str, s.samples))} samples")
     return text
 
 

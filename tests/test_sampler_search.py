@@ -1,0 +1,383 @@
+"""The sampler-only search on frozen checkpoints (issue 7): spec section, checkpoint resolution,
+truncated ladders, warm starts, and one real search (Ray, Optuna SQLite, ASHA on samples scored)
+on the best checkpoint of the shared smoke search."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import math
+import re
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from conftest import REPO, run_search_cli
+from search_spaces.sampler_search import (TIME_ATTR, WARM_NCSNV2, WARM_TRAINED, CheckpointInfo, ncsnv2_step,
+                                          plan_sampler_search, resolve_checkpoints)
+from search_spaces.spec import SPACES_DIR, SpecError, load_spec, parse_spec, parse_spec_text
+from trainables.sampler_trainable import ladder_levels, sampling_weights, weights_digest
+from trainables.sigmas import ladder_ratio, ncsnv2_step_lr
+
+SMOKE = (SPACES_DIR / "smoke.yaml").read_text()
+SECTION = """sampler_search:
+  num_trials: {trials}
+  max_concurrent: 1
+  samples: [16, 32, 64]
+  params:
+    n_steps_each: {{int: [1, 4]}}
+    skip_levels: {{int: [0, 1]}}
+"""
+TRIALS = 5
+
+
+def result_rows(trial: Path) -> list[dict]:
+    text = (trial / "result.json").read_text() if (trial / "result.json").exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def trial_dirs(exp_dir: Path) -> list[Path]:
+    return sorted(p for p in exp_dir.iterdir() if p.is_dir() and p.name.startswith("trial_"))
+
+
+def folder_sha256(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def best_checkpoint_by_results(exp_dir: Path) -> tuple[Path, float]:
+    """Independently of the code under test: the lowest kid any report reached whose checkpoint
+    folder Ray kept, read from the trials' result.json files."""
+    best = None
+    for trial in trial_dirs(exp_dir):
+        for row in result_rows(trial):
+            folder = trial / str(row.get("checkpoint_dir_name"))
+            if folder.is_dir() and math.isfinite(row["kid"]) and (best is None or row["kid"] < best[1]):
+                best = (folder, row["kid"])
+    return best
+
+
+# ------------------------------------------------------------------------------ spec section
+
+
+def _with_section(section: str) -> str:
+    return SMOKE + section
+
+
+def test_langevin_space_has_a_sampler_section_with_a_cpu_preview():
+    spec = load_spec("langevin.yaml")
+    section = spec.sampler_search
+    assert section.samples == (250, 1000, 4000) and section.reduction_factor == 4
+    assert set(section.params) == {"skip_levels", "level_stride"}
+    preview = spec.with_preview().sampler_search
+    assert (preview.num_trials, preview.samples) == (8, (64, 256))
+    # the preview narrows T per name and keeps the section's other params
+    assert preview.params["n_steps_each"].bounds() == (1, 10) and preview.params["n_steps_each"].log
+    assert {k: v for k, v in preview.params.items() if k != "n_steps_each"} == section.params
+    assert parse_spec(spec.to_dict()) == spec
+    assert spec.with_preview().to_dict()["sampler_search"]["samples"] == [64, 256]
+
+
+@pytest.mark.parametrize("section, key", [
+    ("sampler_search: {num_trials: 4, max_concurrent: 1, samples: [16, 40]}", "sampler_search.samples"),
+    ("sampler_search: {num_trials: 4, max_concurrent: 1, samples: [16, 32, 48]}", "sampler_search.samples"),
+    ("sampler_search: {num_trials: 4, max_concurrent: 1, samples: [4, 8]}", "sampler_search.samples[0]"),
+    ("sampler_search: {num_trials: 0, max_concurrent: 1, samples: [16]}", "sampler_search.num_trials"),
+    ("sampler_search: {num_trials: 4, max_concurrent: 1}", "sampler_search.samples"),
+    ("sampler_search: {num_trials: 4, max_concurrent: 1, samples: [16], params: {lr: {loguniform: [1.0e-4, 1.0e-3]}}}",
+     "sampler_search.params.lr"),
+    ("sampler_search: {num_trials: 4, max_concurrent: 1, samples: [16], params: {skip_levels: {int: [-1, 2]}}}",
+     "sampler_search.params.skip_levels.int[0]"),
+    ("sampler_search: {num_trials: 4, max_concurrent: 1, samples: [16], preview: {samples: [16, 20]}}",
+     "sampler_search.preview.samples"),
+    ("sampler_search: {num_trials: 4, max_concurrent: 1, samples: [16], colour: red}", "sampler_search.colour"),
+    ("sampler_search: {num_trials: 4, max_concurrent: 1, samples: [16], preview: {params: {lr: {choice: [1, 2]}}}}",
+     "sampler_search.preview.params.lr"),
+])
+def test_bad_sampler_sections_name_their_key(section, key):
+    with pytest.raises(SpecError) as err:
+        parse_spec_text(_with_section(section + "\n"), file="s.yaml")
+    assert err.value.key == key, str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_sampler_section_must_search_something():
+    text = SMOKE.replace("  step_lr:     {loguniform: [1.0e-6, 1.0e-4]}\n", "")
+    with pytest.raises(SpecError) as err:
+        parse_spec_text(text + "sampler_search: {num_trials: 2, max_concurrent: 1, samples: [16]}\n")
+    assert err.value.key == "sampler_search"
+    parse_spec_text(SMOKE + "sampler_search: {num_trials: 2, max_concurrent: 1, samples: [16]}\n")
+
+
+@pytest.mark.parametrize("samples", [(250, 1000, 4000), (16, 32, 64), (64,)])
+def test_asha_rungs_fall_on_the_looks(samples):
+    from ray.tune.schedulers import ASHAScheduler
+
+    from search_spaces.sampler_search import asha_settings
+    from search_spaces.spec import SamplerSearchSpec
+
+    settings = asha_settings(SamplerSearchSpec(num_trials=4, max_concurrent=1, samples=samples))
+    assert settings["time_attr"] == TIME_ATTR == "samples_scored"
+    scheduler = ASHAScheduler(metric="kid", mode="min", **settings)
+    assert sorted(m for m, _ in scheduler._brackets[0]._rungs) == list(samples)
+
+
+def test_a_spec_without_sampler_section_searches_its_step_on_one_look():
+    from search_spaces.sampler_search import sampler_params, sampler_section
+
+    spec = load_spec("sigmas.yaml")
+    section = sampler_section(spec)
+    assert (section.num_trials, section.samples) == (spec.budget.num_trials, (spec.budget.eval_samples,))
+    assert list(sampler_params(spec)) == ["step_lr"]
+
+
+def test_ladder_params_are_only_accepted_in_the_sampler_section():
+    with pytest.raises(SpecError) as err:
+        parse_spec_text(SMOKE.replace("params:\n", "params:\n  skip_levels: {int: [0, 2]}\n"))
+    assert err.value.key == "params.skip_levels"
+
+
+# ------------------------------------------------------------------------------ ladders, warm starts
+
+
+@pytest.mark.parametrize("num_levels, skip, stride, expected", [
+    (10, 0, 1, tuple(range(10))),
+    (10, 3, 1, (3, 4, 5, 6, 7, 8, 9)),
+    (10, 0, 4, (0, 4, 8, 9)),      # the stride steps over sigma_L: it is added
+    (10, 1, 3, (1, 4, 7, 9)),
+    (10, 0, 3, (0, 3, 6, 9)),
+    (10, 9, 2, (9,)),
+])
+def test_truncated_ladder_visits_the_named_levels_and_ends_at_sigma_l(num_levels, skip, stride, expected):
+    assert ladder_levels(num_levels, skip, stride) == expected
+
+
+@pytest.mark.parametrize("skip, stride, key", [(10, 1, "skip_levels"), (-1, 1, "skip_levels"), (0, 0, "level_stride")])
+def test_bad_ladder_settings_name_the_key(skip, stride, key):
+    with pytest.raises(ValueError, match=key):
+        ladder_levels(10, skip, stride)
+
+
+def _info(path: str, sigma_begin: float, sigma_end: float, num_levels: int, **sampler) -> CheckpointInfo:
+    config = {"sigma_begin": sigma_begin, "sigma_end": sigma_end, "num_levels": num_levels,
+              "step_lr": 2e-5, "n_steps_each": 5, "denoise": False, **sampler}
+    return CheckpointInfo(Path(path), "trial_x", "exp", "kid", 1.0, 64, "p", 100, config)
+
+
+def test_ncsnv2_warm_start_step_is_the_published_one_for_the_checkpoint_ladder():
+    # NCSN.md: MNIST, sigma 16.88 -> 0.01 with L = 101 (gamma 1.077), T = 5: eps = 1.07e-5.
+    info = _info("/a", 16.875761961808387, 0.01, 101)
+    assert ladder_ratio(16.875761961808387, 0.01, 101) == pytest.approx(1.077, abs=1e-3)
+    assert ncsnv2_step(info, 5) == pytest.approx(1.07e-5, rel=0.02)
+
+
+def test_plan_enqueues_both_warm_starts_of_every_checkpoint_and_widens_ranges_for_them():
+    spec = parse_spec_text(_with_section(SECTION.format(trials=4)))
+    a, b = _info("/a/ckpt", 1.0, 0.01, 10), _info("/b/ckpt", 2.0, 0.05, 4, step_lr=3e-5, n_steps_each=2)
+    plan = plan_sampler_search(spec, [a])
+    assert plan.constants == {"checkpoint": "/a/ckpt"} and "checkpoint" not in plan.params
+    labels = [w["label"] for w in plan.warm_starts]
+    assert labels == [WARM_TRAINED, WARM_NCSNV2]
+    trained, ncsnv2 = (w["params"] for w in plan.warm_starts)
+    assert trained == {"step_lr": 2e-5, "n_steps_each": 5, "skip_levels": 0}
+    assert ncsnv2["step_lr"] == ncsnv2_step_lr(0.01, ladder_ratio(1.0, 0.01, 10), 5)
+    # n_steps_each 5 lies outside the section's [1, 4]: widened, with a notice naming it
+    assert plan.params["n_steps_each"].bounds() == (1, 5)
+    assert any("n_steps_each=5" in n for n in plan.notices)
+    assert all(plan.params[k].contains(v) for w in plan.warm_starts for k, v in w["params"].items())
+
+    both = plan_sampler_search(spec, [a, b])
+    assert both.params["checkpoint"].choices == ("/a/ckpt", "/b/ckpt")
+    assert [(w["label"], w["params"]["checkpoint"]) for w in both.warm_starts] == [
+        (WARM_TRAINED, "/a/ckpt"), (WARM_NCSNV2, "/a/ckpt"), (WARM_TRAINED, "/b/ckpt"), (WARM_NCSNV2, "/b/ckpt")]
+
+    deep = parse_spec_text(_with_section(SECTION.format(trials=4).replace("[0, 1]", "[0, 5]")))
+    with pytest.raises(ValueError, match="skip_levels"):
+        plan_sampler_search(deep, [b])  # b has 4 levels: skipping 5 leaves none
+
+
+def test_weights_digest_sees_one_changed_value_and_ignores_memory_format():
+    state = {"w": torch.randn(2, 3, 4, 4), "b": torch.zeros(3)}
+    same = {"w": state["w"].contiguous(memory_format=torch.channels_last), "b": state["b"].clone()}
+    assert weights_digest(same) == weights_digest(state)
+    changed = {k: v.clone() for k, v in state.items()}
+    changed["w"][1, 2, 3, 0] += 1e-6
+    assert weights_digest(changed) != weights_digest(state)
+
+
+# ------------------------------------------------------------------------------ on the smoke search
+
+
+def test_checkpoint_resolution_from_experiment_trial_and_checkpoint_folders(smoke_experiment):
+    exp_dir = smoke_experiment.exp_dir
+    expected, value = best_checkpoint_by_results(exp_dir)
+    [best] = resolve_checkpoints(exp_dir, "kid", "min")
+    assert (best.path, best.value) == (expected.resolve(), value)
+    assert resolve_checkpoints(expected.parent, "kid", "min")[0].path == expected.resolve()
+    assert resolve_checkpoints(expected, "kid", "min")[0].path == expected.resolve()
+    top = resolve_checkpoints(exp_dir, "kid", "min", top_k=3)
+    assert top[0] == best and len({c.trial for c in top}) == 3
+    assert [c.value for c in top] == sorted(c.value for c in top)
+    for path, top_k, words in [(exp_dir / "nowhere", 1, "no such folder"), (expected, 2, "single trial"),
+                               (exp_dir, 99, "only"), (exp_dir.parent, 1, "holds no training checkpoint")]:
+        with pytest.raises(ValueError, match=words):
+            resolve_checkpoints(path, "kid", "min", top_k)
+
+
+def test_trained_with_sampler_reproduces_the_original_score(smoke_experiment):
+    """Same network, same sampler, same noise stream, same protocol: the sampler trial's
+    machinery scores exactly what the joint search scored."""
+    [best] = resolve_checkpoints(smoke_experiment.exp_dir, "kid", "min")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a one-CPU trial; two threads on two busy cores crawl
+    try:
+        _reproduce(best)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _reproduce(best: CheckpointInfo) -> None:
+    from trainables import quality
+    from trainables.sampler_trainable import FrozenCheckpoint, draw_samples
+
+    frozen = FrozenCheckpoint(best.path, "cpu")
+    record = json.loads((best.path / "metrics.json").read_text())
+    seed = 0 * 1_000_003 + record["counters"]["evaluations"]  # tune_trainable's stream of that evaluation
+    samples, n_evals = draw_samples(frozen.score_fn(), frozen.trainer.sigmas, best.samples, 28,
+                                    record["config"], None, seed, frozen.trainer.device)
+    scores = quality.evaluate(samples, seed=0)
+    assert scores["protocol_id"] == best.protocol_id
+    assert scores["kid"] == pytest.approx(best.value, rel=1e-4)
+    assert n_evals == best.num_levels * record["config"]["n_steps_each"] + int(record["config"]["denoise"])
+    frozen.assert_untouched()
+
+
+def test_cli_refuses_bad_checkpoint_arguments_before_ray_starts(smoke_experiment, tmp_path):
+    import ray
+
+    spec = importlib.util.spec_from_file_location("run_search_cli", REPO / "platform" / "run_search.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    storage = tmp_path / "runs"
+    for args in (["--top-k", "2"], ["--checkpoint", str(tmp_path / "missing")],
+                 ["--checkpoint", str(smoke_experiment.exp_dir), "--top-k", "0"]):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            status = cli.main(["--space", "langevin.yaml", "--storage-path", str(storage), *args])
+        lines = err.getvalue().strip().splitlines()
+        assert status == 2 and len(lines) == 1 and "Traceback" not in lines[0], lines
+        assert not ray.is_initialized() and not storage.exists()
+
+
+# ------------------------------------------------------------------------------ a real sampler search
+
+
+@pytest.fixture(scope="module")
+def sampler_run(smoke_experiment, tmp_path_factory):
+    assert smoke_experiment.returncode == 0, smoke_experiment.output[-2000:]
+    root = tmp_path_factory.mktemp("sampler")
+    space = root / "sampler.yaml"
+    space.write_text(_with_section(SECTION.format(trials=TRIALS)))
+    source, _ = best_checkpoint_by_results(smoke_experiment.exp_dir)
+    before = folder_sha256(source)
+    done, _ = run_search_cli("--space", str(space), "--checkpoint", str(smoke_experiment.exp_dir),
+                             "--storage-path", str(root / "runs"), "--no-dashboard", "--no-calibration",
+                             "--name", "tune", timeout=600)
+    exp_dir = root / "runs" / "tune"
+    return {"done": done, "exp_dir": exp_dir, "source": source.resolve(), "before": before,
+            "record": json.loads((exp_dir / "search.json").read_text())}
+
+
+def test_sampler_search_runs_end_to_end(sampler_run):
+    done, exp_dir = sampler_run["done"], sampler_run["exp_dir"]
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert sampler_run["record"]["kind"] == "sampler"
+    trials = trial_dirs(exp_dir)
+    assert len(trials) == TRIALS
+    study = optuna.load_study(study_name=sampler_run["record"]["study_name"], storage=f"sqlite:///{exp_dir / 'optuna.db'}")
+    assert len(study.trials) == TRIALS
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    for trial in trials:
+        for row in result_rows(trial):
+            assert row["samples_scored"] in (16, 32, 64) and math.isfinite(row["kid"])
+            # network evaluations spent: every sample drawn so far, levels x T (+1 with denoising)
+            levels = len(ladder_levels(4, row["skip_levels"], row["level_stride"]))
+            assert row["nfe_per_sample"] == levels * row["n_steps_each"] + int(row["denoise"])
+            assert row["sample_evals_total"] == row["samples_scored"] * row["nfe_per_sample"]
+    spent = sum(result_rows(t)[-1]["sample_evals_total"] for t in trials)
+    assert f"network evaluations spent: {spent:,}" in done.stdout
+
+
+def test_sampler_search_never_trains(sampler_run):
+    source = sampler_run["source"]
+    assert folder_sha256(source) == sampler_run["before"]  # state.pt and every other file byte-identical
+    state = torch.load(source / "state.pt", map_location="cpu", weights_only=True)
+    assert state["ema"] is not None  # smoke trains with EMA: the sampler must use the average
+    expected = weights_digest(sampling_weights(state))
+    rows = [row for trial in trial_dirs(sampler_run["exp_dir"]) for row in result_rows(trial)]
+    assert rows and all(row["weights_sha256"] == expected and row["used_ema"] for row in rows)
+
+
+def test_asha_stopped_trials_scored_fewer_samples_than_promoted_ones(sampler_run):
+    from analysis.load import read_trial_states
+
+    states = read_trial_states(sampler_run["exp_dir"])
+    reached = {t.name: max(r["samples_scored"] for r in result_rows(t)) for t in trial_dirs(sampler_run["exp_dir"])}
+    assert all(states[name]["status"] == "TERMINATED" for name in reached)
+    stopped = [n for n, s in reached.items() if s < 64]
+    promoted = [n for n, s in reached.items() if s == 64]
+    assert stopped and promoted, reached
+    assert max(reached[n] for n in stopped) < min(reached[n] for n in promoted)
+
+
+def test_warm_start_trials_are_the_first_and_come_from_the_checkpoint(sampler_run):
+    record = sampler_run["record"]
+    config = json.loads((sampler_run["source"] / "metrics.json").read_text())["config"]
+    sigma_begin, sigma_end, num_levels, steps = (config[k] for k in ("sigma_begin", "sigma_end", "num_levels",
+                                                                      "n_steps_each"))
+    expected = [
+        (WARM_TRAINED, {"step_lr": config["step_lr"], "n_steps_each": steps, "skip_levels": 0}),
+        (WARM_NCSNV2, {"step_lr": ncsnv2_step_lr(sigma_end, ladder_ratio(sigma_begin, sigma_end, num_levels), steps),
+                       "n_steps_each": steps, "skip_levels": 0}),
+    ]
+    assert [(w["label"], w["params"]) for w in record["warm_start"]] == expected
+    study = optuna.load_study(study_name=record["study_name"],
+                              storage=f"sqlite:///{sampler_run['exp_dir'] / 'optuna.db'}")
+    first = sorted(study.trials, key=lambda t: t.number)[:2]
+    for trial, (_, point) in zip(first, expected):
+        assert trial.params == pytest.approx(point)
+    configs = [json.loads((t / "params.json").read_text()) for t in trial_dirs(sampler_run["exp_dir"])]
+    for _, point in expected:
+        assert sum(all(c[k] == pytest.approx(v) for k, v in point.items()) for c in configs) == 1
+
+
+def test_result_rows_carry_the_checkpoint_they_sampled_from(sampler_run):
+    source = str(sampler_run["source"])
+    for trial in trial_dirs(sampler_run["exp_dir"]):
+        rows = result_rows(trial)
+        assert rows and all(r["checkpoint"] == source and r["config"]["checkpoint"] == source for r in rows)
+        assert all(r["checkpoint_trial"] == sampler_run["source"].parent.name for r in rows)
+
+
+def test_report_shows_quality_against_step_and_compute_beside_the_original_score(sampler_run):
+    import pandas as pd
+
+    report = sampler_run["exp_dir"] / "report"
+    html, md = (report / "report.html").read_text(), (report / "report.md").read_text()
+    for name in ("sampler_vs_step.png", "sampler_front.png", "sampler_samples.png"):
+        assert (report / name).stat().st_size > 0 and f'data-file="{name}"' in html and f"({name})" in md
+    original = json.loads((sampler_run["source"] / "metrics.json").read_text())["metrics"]["kid"]
+    from analysis.report import fmt
+
+    assert re.search(rf"original score from the joint search \(kid {re.escape(fmt(original))} on 64 samples", md)
+    board = pd.read_csv(report / "leaderboard.csv", dtype={"trial_id": str})
+    assert len(board) == TRIALS
+    finals = {t.name.removeprefix("trial_"): result_rows(t)[-1] for t in trial_dirs(sampler_run["exp_dir"])}
+    # ranked ASHA's way: further first, then by kid at the last look reached
+    order = sorted(finals, key=lambda i: (-finals[i]["samples_scored"], finals[i]["kid"]))
+    assert list(board["trial_id"]) == order
+    assert set(board["warm_start"].dropna()) == {WARM_TRAINED, WARM_NCSNV2}

@@ -1,0 +1,303 @@
+"""The sampler-only Ray Tune trainable: a frozen NCSN checkpoint, sampled with the trial's sampler.
+
+The step size, steps per level and the final denoising step change only sampling, so a trial here
+loads a trained network once (its EMA weights where the run kept an average) and never trains it:
+it draws samples by annealed Langevin dynamics with its own ``step_lr``, ``n_steps_each``,
+``denoise`` and, where asked, a truncated noise ladder (``skip_levels`` largest levels skipped,
+every ``level_stride``-th level visited, always ending at sigma_L), and scores them with the same
+quality protocol as the training trainable (:func:`trainables.quality.evaluate`, seed = the
+search seed).
+
+ASHA's fidelity is the number of samples scored: the trial reports after each count of
+``SamplerBudget.samples`` (e.g. 250, 1000, 4000), drawing only the new samples each time and
+scoring all of them, so a bad sampler is dropped after a cheap look. Every report carries the
+network evaluations spent and the checkpoint sampled from, and a digest of the sampling weights,
+checked unchanged before each report (an ``AssertionError`` ends the trial otherwise).
+
+Trial config (flat, from the sampler search): ``checkpoint`` (a checkpoint folder holding
+``state.pt`` and ``metrics.json`` as written by :mod:`trainables.tune_trainable`) and any of
+:data:`SAMPLER_SETTINGS`; a setting the trial leaves out is the checkpoint's trained-with value
+(``skip_levels`` 0 and ``level_stride`` 1: the full ladder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from trainables import quality
+from trainables.langevin import anneal_langevin
+from trainables.sigmas import snr_of_step
+from trainables.train import TrainConfig, Trainer
+from trainables.tune_trainable import METRICS_FILE, SAMPLES_FILE, STATE_FILE
+
+SAMPLER_SETTINGS = ("step_lr", "n_steps_each", "denoise", "skip_levels", "level_stride")
+SAMPLES_TENSOR = "samples.pt"
+# Offset of the sampler search's noise streams from the training trainable's (seed * 1_000_003 +
+# evaluation index), so no look reuses the noise a checkpoint was first scored with.
+_STREAM_OFFSET = 100_000
+_RUNTIME_FIELDS = ("device", "amp", "compile", "channels_last")
+
+
+@dataclass(frozen=True)
+class SamplerBudget:
+    """Per-trial budget shared by every trial of a sampler search.
+
+    samples: ASHA's looks, the cumulative number of samples scored at each report (increasing).
+    seed: search seed (noise streams and the quality protocol's seed). max_batch: chains run at
+    once (bounds memory). metric: the search's ranking metric (named in the report rows).
+    """
+
+    samples: tuple[int, ...]
+    seed: int = 0
+    device: str = "auto"
+    max_batch: int = 500
+    metric: str = "kid"
+
+    def __post_init__(self) -> None:
+        counts = tuple(self.samples)
+        if not counts or any(b <= a for a, b in zip(counts, counts[1:])) or counts[0] <= max(quality.PR_K, quality.DC_K):
+            raise ValueError(f"SamplerBudget.samples={self.samples!r}: must be increasing counts above "
+                             f"{max(quality.PR_K, quality.DC_K)}")
+        if self.max_batch < 1:
+            raise ValueError(f"SamplerBudget.max_batch={self.max_batch!r}: must be >= 1")
+
+
+def ladder_levels(num_levels: int, skip_levels: int = 0, level_stride: int = 1) -> tuple[int, ...]:
+    """Ladder indices a truncated / sub-sampled sampler visits (0 = largest sigma).
+
+    Levels ``skip_levels``, ``skip_levels + level_stride``, ... below ``num_levels``, then the last
+    level L - 1 if the stride stepped over it: the chain always ends at sigma_L, where the step
+    sizes are anchored (alpha_i = step_lr (sigma_i / sigma_L)^2 on the full ladder).
+    ``ValueError`` naming the key for a skip that leaves no level or a stride below 1.
+    """
+    if isinstance(skip_levels, bool) or not isinstance(skip_levels, int) or not 0 <= skip_levels < num_levels:
+        raise ValueError(f"skip_levels={skip_levels!r}: must be an integer in [0, {num_levels - 1}] "
+                         f"for a ladder of {num_levels} levels")
+    if isinstance(level_stride, bool) or not isinstance(level_stride, int) or level_stride < 1:
+        raise ValueError(f"level_stride={level_stride!r}: must be an integer >= 1")
+    levels = list(range(skip_levels, num_levels, level_stride))
+    if levels[-1] != num_levels - 1:
+        levels.append(num_levels - 1)
+    return tuple(levels)
+
+
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and raw values (any device or memory
+    format), in name order: equal digests mean identical weights."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def sampling_weights(state: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
+    """The weights a ``Trainer.state_dict()`` samples with: the EMA average where the run kept
+    one, else the trained weights."""
+    return state["ema"]["weights"] if state.get("ema") is not None else state["model"]
+
+
+def read_checkpoint_record(folder: str | Path) -> dict:
+    """``metrics.json`` of a training checkpoint: {"metrics", "counters", "config"}.
+    ``ValueError`` naming the folder when it is not a training checkpoint."""
+    folder = Path(folder)
+    if not (folder / STATE_FILE).is_file() or not (folder / METRICS_FILE).is_file():
+        raise ValueError(f"checkpoint {str(folder)!r}: not a training checkpoint (needs {STATE_FILE} "
+                         f"and {METRICS_FILE})")
+    return json.loads((folder / METRICS_FILE).read_text())
+
+
+class FrozenCheckpoint:
+    """A trained network loaded for sampling only.
+
+    Attributes: folder, record (its metrics.json), trainer (the restored Trainer, never trained),
+    module (the network sampled: EMA weights where present), used_ema, digest (weights_digest of
+    ``module`` at load time), trained_with (the sampler settings the run was scored with).
+    """
+
+    def __init__(self, folder: str | Path, device: str = "auto"):
+        self.folder = Path(folder).resolve()
+        self.record = read_checkpoint_record(self.folder)
+        state = torch.load(self.folder / STATE_FILE, map_location="cpu", weights_only=True)
+        # Runtime settings left to "auto" (None) are decided by the machine that samples, not by
+        # the one that trained; fields this version does not know are not the network's shape.
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        values = {k: v for k, v in state["config"].items()
+                  if k in known and not (k in _RUNTIME_FIELDS and v is None)}
+        values["device"] = device
+        # The Trainer needs images to build; sampling reads none, so one blank image will do.
+        placeholder = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
+        self.trainer = Trainer(TrainConfig.from_dict(values), placeholder)
+        self.trainer.load_state_dict(state)
+        self.used_ema = self.trainer.ema is not None
+        self.module = self.trainer.ema.module if self.used_ema else self.trainer.model
+        for net in (self.trainer.model, self.module):
+            net.eval().requires_grad_(False)
+        self.digest = weights_digest(self.module.state_dict())
+        config = self.record.get("config") or {}
+        self.trained_with = {key: config[key] for key in ("step_lr", "n_steps_each", "denoise") if key in config}
+
+    def assert_untouched(self) -> None:
+        """The sampling weights are byte-identical to those loaded (AssertionError otherwise)."""
+        now = weights_digest(self.module.state_dict())
+        assert now == self.digest, f"sampling weights of {self.folder} changed: {self.digest} -> {now}"
+
+    @property
+    def num_levels(self) -> int:
+        return self.trainer.config.num_levels
+
+    def score_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return self.trainer.score_fn(use_ema=True)
+
+
+def sampler_settings(trained_with: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
+    """The trial's effective sampler: its config's values of :data:`SAMPLER_SETTINGS`, the
+    checkpoint's trained-with values for the rest (the full ladder where the trial names none).
+    ``ValueError`` when neither gives step_lr or n_steps_each."""
+    settings = {"denoise": False, "skip_levels": 0, "level_stride": 1, **trained_with}
+    settings.update({key: config[key] for key in SAMPLER_SETTINGS if key in config})
+    for key in ("step_lr", "n_steps_each"):
+        if key not in settings:
+            raise ValueError(f"{key}: neither the trial config nor the checkpoint's metrics.json gives it")
+    settings["step_lr"] = float(settings["step_lr"])
+    settings["n_steps_each"] = int(settings["n_steps_each"])
+    settings["denoise"] = bool(settings["denoise"])
+    return settings
+
+
+def draw_samples(score_fn, sigmas: torch.Tensor, n: int, image_size: int, settings: Mapping[str, Any],
+                 levels: tuple[int, ...] | None, seed: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """``n`` samples by annealed Langevin from U[0, 1) noise drawn with a generator seeded ``seed``.
+
+    Returns (float32 [n, 1, 28, 28] on the CPU, clamped to [0, 1], centre-cropped from 32x32
+    where the network works at 32; network evaluations per sample). With ``levels=None`` and the
+    seed of an evaluation of :mod:`trainables.tune_trainable` this draws exactly the samples that
+    evaluation scored.
+    """
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x_init = torch.rand(n, 1, image_size, image_size, generator=gen, device=device)
+    result = anneal_langevin(score_fn, x_init, sigmas, step_lr=float(settings["step_lr"]),
+                             n_steps_each=int(settings["n_steps_each"]), denoise=bool(settings["denoise"]),
+                             generator=gen, levels=levels)
+    samples = result.samples.float().clamp(0.0, 1.0)
+    if image_size != 28:  # the feature network sees MNIST's 28x28
+        crop = (image_size - 28) // 2
+        samples = samples[..., crop:crop + 28, crop:crop + 28]
+    return samples.cpu(), int(result.n_evals)
+
+
+def stream_seed(seed: int, look: int, chunk: int) -> int:
+    """Seed of the noise for chunk ``chunk`` of look ``look``: shared by every trial of a search,
+    so all samplers start from the same noise (common random numbers)."""
+    return seed * 1_000_003 + _STREAM_OFFSET + 1_000 * look + chunk
+
+
+def _finite_or_worst(name: str, value: float) -> float:
+    # Optuna rejects NaN and would leave the trial RUNNING forever (DESIGN.md).
+    value = float(value)
+    return quality.worst_value(name) if math.isnan(value) else value
+
+
+def _restore() -> tuple[torch.Tensor | None, dict]:
+    """Samples drawn and counters saved by the latest Tune checkpoint (None, fresh counters if none)."""
+    from ray import tune
+
+    counters = {"looks": 0, "sample_seconds": 0.0, "score_seconds": 0.0, "sample_evals_total": 0}
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None, counters
+    with checkpoint.as_directory() as folder:
+        samples = torch.load(Path(folder) / SAMPLES_TENSOR, map_location="cpu", weights_only=True)
+        counters.update(json.loads((Path(folder) / METRICS_FILE).read_text())["counters"])
+    return samples, counters
+
+
+def _write_look(folder: Path, samples: torch.Tensor, metrics: dict, counters: dict, config: dict,
+                settings: dict) -> None:
+    from torchvision.utils import save_image
+
+    save_image(samples[:64], folder / SAMPLES_FILE, nrow=8, padding=2, pad_value=1.0)
+    torch.save(samples, folder / SAMPLES_TENSOR)  # float32: a resumed trial scores the same set
+    record = {"metrics": metrics, "counters": counters, "config": config, "sampler": settings}
+    (folder / METRICS_FILE).write_text(json.dumps(record, indent=1, default=float))
+
+
+def sampler_trainable(config: dict[str, Any], budget: SamplerBudget) -> None:
+    """Ray Tune function trainable (wrap with ``tune.with_parameters(sampler_trainable, budget=...)``).
+
+    Reports once per count in ``budget.samples`` (``samples_scored``, ASHA's time attribute):
+    every quality metric, ``nfe_per_sample`` and ``sample_evals_total`` (network evaluations per
+    image, all samples so far), the effective sampler settings, ``checkpoint`` (the folder
+    sampled from), ``checkpoint_trial``, ``checkpoint_iterations``, ``used_ema`` and
+    ``weights_sha256`` (:func:`weights_digest` of the sampling weights, unchanged throughout).
+    """
+    from ray import tune
+
+    config = dict(config)
+    frozen = FrozenCheckpoint(config["checkpoint"], budget.device)
+    settings = sampler_settings(frozen.trained_with, config)
+    levels = ladder_levels(frozen.num_levels, int(settings["skip_levels"]), int(settings["level_stride"]))
+    trainer = frozen.trainer
+    source = frozen.record.get("config") or {}
+    trained = frozen.record.get("counters") or {}
+    batch = int(source.get("batch_size", trainer.config.batch_size))
+    fixed = {
+        "checkpoint": str(frozen.folder),
+        "checkpoint_trial": frozen.folder.parent.name,
+        # the training trainable counts batch_size network evaluations per iteration
+        "checkpoint_iterations": int(trained.get("train_evals_total", 0)) // max(batch, 1),
+        "used_ema": frozen.used_ema,
+        "weights_sha256": frozen.digest,
+        **settings,
+        "levels": ",".join(map(str, levels)),
+        "levels_visited": len(levels),
+        "snr_nominal": snr_of_step(settings["step_lr"], float(trainer.sigmas[-1])),
+    }
+    samples, counters = _restore()
+    score_fn = frozen.score_fn()
+    n_evals = len(levels) * settings["n_steps_each"] + int(settings["denoise"])
+    for look, target in enumerate(budget.samples):
+        if look < counters["looks"]:
+            continue  # scored before an interruption: its samples came back from the checkpoint
+        have = 0 if samples is None else len(samples)
+        start = time.perf_counter()
+        parts = [] if samples is None else [samples]
+        for chunk, first in enumerate(range(have, target, budget.max_batch)):
+            part, n_evals = draw_samples(score_fn, trainer.sigmas, min(budget.max_batch, target - first),
+                                         trainer.config.image_size, settings, levels,
+                                         stream_seed(budget.seed, look, chunk), trainer.device)
+            parts.append(part)
+        samples = torch.cat(parts)
+        counters["sample_seconds"] += time.perf_counter() - start
+        counters["sample_evals_total"] += n_evals * (target - have)
+        frozen.assert_untouched()
+        if not torch.isfinite(samples).all():
+            # A step too large for the score sends the chain to NaN: the worst value, never a
+            # NaN, goes to the searcher, and the trial ends here.
+            worst = {name: quality.worst_value(name) for name in quality.METRICS}
+            tune.report({**worst, "samples_scored": target, "nfe_per_sample": n_evals, "diverged": True,
+                         "stop_reason": f"non-finite samples at look {look + 1} ({target} samples)",
+                         **counters, **fixed})
+            return
+        start = time.perf_counter()
+        metrics = quality.evaluate(samples, seed=budget.seed)
+        counters["score_seconds"] += time.perf_counter() - start
+        counters["looks"] = look + 1
+        result = {name: _finite_or_worst(name, metrics[name]) for name in quality.METRICS}
+        result.update(kid_std=float(metrics["kid_std"]), protocol_id=metrics["protocol_id"],
+                      samples_scored=target, nfe_per_sample=n_evals, diverged=False, stop_reason="",
+                      **counters, **fixed)
+        with tempfile.TemporaryDirectory(prefix="ncsn-sampler-") as tmp:
+            _write_look(Path(tmp), samples, metrics, counters, config, settings)
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
