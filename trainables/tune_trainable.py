@@ -62,8 +62,9 @@ def train_config_from(config: dict[str, Any], budget: Budget) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
-def sample_and_score(trainer: Trainer, config: dict[str, Any], budget: Budget, eval_index: int) -> dict:
-    """Draw ``budget.eval_samples`` images with the trial's sampler settings and score them.
+def sample_and_score(trainer: Trainer, config: dict[str, Any], budget: Budget, eval_index: int) -> dict | None:
+    """Draw ``budget.eval_samples`` images with the trial's sampler settings and score them
+    (None when the Langevin chain produced non-finite values).
 
     The sampler's random stream depends only on the search seed and the evaluation index, so two
     trials evaluated at the same point start from the same noise.
@@ -79,6 +80,8 @@ def sample_and_score(trainer: Trainer, config: dict[str, Any], budget: Budget, e
         n_steps_each=int(config["n_steps_each"]), denoise=bool(config.get("denoise", False)),
         n_frames=min(budget.n_frames, trainer.config.num_levels * int(config["n_steps_each"])), generator=gen,
     )
+    if not bool(torch.isfinite(result.samples).all()):
+        return None  # the chain blew up (step_lr too large for this ladder)
     samples = result.samples.float().clamp(0.0, 1.0)
     if size != 28:  # the feature network sees MNIST's 28x28
         crop = (size - 28) // 2
@@ -174,6 +177,17 @@ def _restore(trainer: Trainer) -> dict:
     return counters
 
 
+def _report_divergence(reason: str, iterations: int, loss: float, counters: dict, writer) -> None:
+    """End a trial that went non-finite: the worst value of every metric, never a NaN (Optuna
+    would leave a NaN trial RUNNING forever), and the reason on record."""
+    from ray import tune
+
+    worst = {name: quality.worst_value(name) for name in quality.METRICS}
+    tune.report({**worst, "iterations": iterations, "loss": _json_safe(loss), "diverged": True,
+                 "stop_reason": reason, **counters})
+    writer.add_text("stop_reason", reason, iterations)
+
+
 def ncsn_trainable(config: dict[str, Any], budget: Budget) -> None:
     """Ray Tune function trainable (wrap with ``tune.with_parameters(ncsn_trainable, budget=...)``)."""
     from ray import tune
@@ -185,7 +199,6 @@ def ncsn_trainable(config: dict[str, Any], budget: Budget) -> None:
     trainer = Trainer(train_config_from(config, budget), images)
     counters = _restore(trainer)
     writer = SummaryWriter(tune.get_context().get_trial_dir())
-    metric_names = list(quality.METRICS)
     try:
         while trainer.step < budget.iterations:
             n = min(budget.eval_every, budget.iterations - trainer.step)
@@ -196,13 +209,15 @@ def ncsn_trainable(config: dict[str, Any], budget: Budget) -> None:
             counters["train_evals_total"] = trainer.step * trainer.config.batch_size
             if not summary["finite"]:
                 reason = f"non-finite loss within iterations {trainer.step - n}..{trainer.step}"
-                worst = {name: quality.worst_value(name) for name in metric_names}
-                tune.report({**worst, "iterations": trainer.step, "loss": float("inf"),
-                             "diverged": True, "stop_reason": reason, **counters})
-                writer.add_text("stop_reason", reason, trainer.step)
+                _report_divergence(reason, trainer.step, float("inf"), counters, writer)
                 return
             counters["evaluations"] += 1
             evaluation = sample_and_score(trainer, config, budget, counters["evaluations"])
+            if evaluation is None:
+                reason = (f"non-finite Langevin samples at iteration {trainer.step} "
+                          f"(step_lr {config['step_lr']:g} too large for this ladder?)")
+                _report_divergence(reason, trainer.step, float(summary["loss"]), counters, writer)
+                return
             counters["sample_seconds"] += evaluation["sample_seconds"]
             counters["score_seconds"] += evaluation["score_seconds"]
             counters["sample_evals_total"] += evaluation["n_evals"] * len(evaluation["samples"])
