@@ -58,6 +58,17 @@ def _positive(name: str, value: float) -> float:
     return value
 
 
+def _ordered_sigmas(sigma_begin: float, sigma_end: float) -> tuple[float, float]:
+    sigma_begin = _positive("sigma_begin", sigma_begin)
+    sigma_end = _positive("sigma_end", sigma_end)
+    if sigma_begin <= sigma_end:
+        raise ValueError(
+            f"sigma_begin must be larger than sigma_end, got sigma_begin={sigma_begin!r}, "
+            f"sigma_end={sigma_end!r}"
+        )
+    return sigma_begin, sigma_end
+
+
 def _count(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -78,13 +89,7 @@ def geometric_sigmas(
     exact to the requested dtype. Raises ``ValueError`` for a non-positive sigma,
     ``sigma_begin <= sigma_end`` or ``num_levels < 2``.
     """
-    sigma_begin = _positive("sigma_begin", sigma_begin)
-    sigma_end = _positive("sigma_end", sigma_end)
-    if sigma_begin <= sigma_end:
-        raise ValueError(
-            f"sigma_begin must be larger than sigma_end, got sigma_begin={sigma_begin!r}, "
-            f"sigma_end={sigma_end!r}"
-        )
+    sigma_begin, sigma_end = _ordered_sigmas(sigma_begin, sigma_end)
     num_levels = _count("num_levels", num_levels, 2)
     logs = torch.linspace(math.log(sigma_begin), math.log(sigma_end), num_levels, dtype=torch.float64)
     return logs.exp().to(dtype=dtype, device=device)
@@ -229,13 +234,7 @@ def ncsnv2_num_levels(sigma_begin: float, sigma_end: float, gamma: float) -> int
     ladder whose ratio is nearest to gamma; it reproduces the released CIFAR-10 L = 232 for
     50 -> 0.01 at the released target 0.567). At least 2.
     """
-    sigma_begin = _positive("sigma_begin", sigma_begin)
-    sigma_end = _positive("sigma_end", sigma_end)
-    if sigma_begin <= sigma_end:
-        raise ValueError(
-            f"sigma_begin must be larger than sigma_end, got sigma_begin={sigma_begin!r}, "
-            f"sigma_end={sigma_end!r}"
-        )
+    sigma_begin, sigma_end = _ordered_sigmas(sigma_begin, sigma_end)
     gamma = float(gamma)
     if not math.isfinite(gamma) or gamma <= 1.0:
         raise ValueError(f"gamma must be a finite number > 1, got {gamma!r}")
