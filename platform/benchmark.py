@@ -13,14 +13,17 @@ ladder and device. They differ in how the work is written and fed:
   uint8 tensor on the device, batches by indexing, no host sync per step, the trainer's memory
   format / autocast / fused-Adam / compile settings, sampling under ``torch.inference_mode``.
 
-``--variants`` adds rows that split the gain: the seed loop around this project's network code,
-the other memory format, and bf16 autocast. Repeats alternate the contenders, so a shared
+``--variants`` adds rows that split the gain (the seed loop around this project's network code,
+the other memory format); ``--bf16`` adds bf16 autocast. Repeats alternate the contenders, so a shared
 machine's load hits all alike; the table shows medians and the ratio to the baseline. Training is
 reported in iterations/s, sampling in network evaluations x images / s.
 
     python platform/benchmark.py                    # ngf 32, batch 64, default device
     python platform/benchmark.py --smoke-test       # tiny, seconds
-    python platform/benchmark.py --variants         # also the rows that split the gain
+    python platform/benchmark.py --variants --bf16  # also the rows that split the gain, and bf16
+
+On a machine shared with other jobs, OMP_WAIT_POLICY=PASSIVE in the environment keeps idle
+OpenMP threads from spinning against the other jobs (it changes both sides alike).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -183,12 +187,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, device) -> float:
+def _timed(fn, device) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds). CPU time is steadier on a shared machine;
+    it leaves out DataLoader worker processes, which flatters the baseline."""
     _sync(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     fn()
     _sync(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def _cpu_name() -> str:
@@ -231,11 +237,17 @@ def run(args) -> dict:
 
     contenders = {"baseline (seed code)": seed(seed_network(cfg.ngf, cfg.num_levels, cfg.image_size)),
                   "optimized": optimized}
+    # name -> (training iterations, sampler levels) per repeat; the slow extra rows do less work.
+    work = {name: (args.iters, args.num_levels) for name in contenders}
     if args.variants:
         contenders["seed loop + this network"] = seed(CondRefineNetDilated(cfg.ngf, cfg.num_levels, 1, cfg.image_size))
         other = not cfg.channels_last
         contenders[f"optimized, channels_last={other}"] = fast(channels_last=other)
+        work.update({name: (args.iters, args.num_levels) for name in list(contenders)[2:]})
+    if args.bf16 and not (device.type == "cuda" and contenders["optimized"].trainer.amp):
         contenders["optimized + bf16 autocast"] = fast(amp=True)
+        # Emulated bf16 on a CPU without AVX512-BF16/AMX is very slow: one repeat of little work.
+        work["optimized + bf16 autocast"] = (1, 1)
     shape = (args.batch, 1, cfg.image_size, cfg.image_size)
     agreement = _network_agreement(contenders["baseline (seed code)"].model, contenders["optimized"], shape, device)
     n_evals = args.num_levels * args.n_steps_each
@@ -244,30 +256,38 @@ def run(args) -> dict:
         loop.train(1)
         loop.sample(torch.rand(shape, device=device), args.step_lr, 1, levels=1)
 
-    rows = {name: {"train": [], "sample": []} for name in contenders}
+    rows = {name: {k: [] for k in ("train", "sample", "train_cpu", "sample_cpu")} for name in contenders}
     for r in range(args.repeats):
-        for i, (name, loop) in enumerate(contenders.items()):
-            if i >= 2 and r >= args.variant_repeats:
+        for name, loop in contenders.items():
+            if name == "optimized + bf16 autocast" and r > 0:
                 continue
-            seconds = _timed(lambda: loop.train(args.iters), device)
-            rows[name]["train"].append(args.iters / seconds)
+            iters, levels = work[name]
+            images_evals = levels * args.n_steps_each * args.batch
+            wall, cpu = _timed(lambda: loop.train(iters), device)
+            rows[name]["train"].append(iters / wall)
+            rows[name]["train_cpu"].append(cpu / iters)
             x0 = torch.rand(shape, device=device)
-            seconds = _timed(lambda: loop.sample(x0, args.step_lr, args.n_steps_each), device)
-            rows[name]["sample"].append(n_evals * args.batch / seconds)
-        print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr, flush=True)
+            wall, cpu = _timed(lambda: loop.sample(x0, args.step_lr, args.n_steps_each, levels=levels), device)
+            rows[name]["sample"].append(images_evals / wall)
+            rows[name]["sample_cpu"].append(cpu / images_evals * 1e3)
+            print(f"repeat {r + 1}/{args.repeats}: {name}: {rows[name]['train'][-1]:.3f} it/s, "
+                  f"{rows[name]['sample'][-1]:.1f} evals*img/s", file=sys.stderr, flush=True)
 
     table = {}
     for name, measured in rows.items():
         table[name] = {
             "train_iters_per_s": measured["train"],
             "sample_evals_images_per_s": measured["sample"],
-            "train_median": statistics.median(measured["train"]),
-            "sample_median": statistics.median(measured["sample"]),
+            "train_cpu_s_per_iter": measured["train_cpu"],
+            "sample_cpu_ms_per_eval_image": measured["sample_cpu"],
+            **{f"{k}_median": statistics.median(v) for k, v in measured.items()},
         }
     base = table["baseline (seed code)"]
     for entry in table.values():
         entry["train_ratio"] = entry["train_median"] / base["train_median"]
         entry["sample_ratio"] = entry["sample_median"] / base["sample_median"]
+        entry["train_cpu_ratio"] = base["train_cpu_median"] / entry["train_cpu_median"]
+        entry["sample_cpu_ratio"] = base["sample_cpu_median"] / entry["sample_cpu_median"]
     trainer = contenders["optimized"].trainer
     return {
         "settings": {
@@ -280,6 +300,8 @@ def run(args) -> dict:
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(),
+            # Spinning OpenMP threads collapse on an oversubscribed machine: record the policy.
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", ""),
             "torch": torch.__version__,
         },
         "optimized_settings": {
@@ -294,15 +316,20 @@ def run(args) -> dict:
 def print_table(report: dict) -> None:
     s, m = report["settings"], report["machine"]
     print(f"NCSN benchmark: ngf={s['ngf']} batch={s['batch']} L={s['num_levels']} on {m['device']} "
-          f"({m['device_name'] or m['cpu_capability']}, {m['threads']} threads), {s['repeats']} repeats")
+          f"({m['device_name'] or m['cpu_capability']}, {m['cpu_capability']}, {m['threads']} threads), "
+          f"medians of {s['repeats']} repeats")
     print(f"optimized path: {report['optimized_settings']}; seed vs optimized scores differ by "
           f"{report['seed_vs_optimized_score_rel_diff']:.1e} (relative L2)")
-    header = f"{'code':36s} {'train it/s':>11s} {'x base':>7s} {'sample evals*img/s':>19s} {'x base':>7s}"
+    header = (f"{'code':32s} {'train it/s':>10s} {'x base':>6s} {'CPU-s/it':>8s} {'x base':>6s}   "
+              f"{'sample evals*img/s':>18s} {'x base':>6s} {'CPU-ms':>6s} {'x base':>6s}")
     print(header)
     print("-" * len(header))
     for name, e in report["results"].items():
-        print(f"{name:36s} {e['train_median']:11.3f} {e['train_ratio']:7.2f} "
-              f"{e['sample_median']:19.1f} {e['sample_ratio']:7.2f}")
+        print(f"{name:32s} {e['train_median']:10.3f} {e['train_ratio']:6.2f} {e['train_cpu_median']:8.2f} "
+              f"{e['train_cpu_ratio']:6.2f}   {e['sample_median']:18.1f} {e['sample_ratio']:6.2f} "
+              f"{e['sample_cpu_median']:6.2f} {e['sample_cpu_ratio']:6.2f}")
+    print("x base: speed relative to the baseline (wall clock; CPU: this process's CPU time, which "
+          "leaves out the baseline's DataLoader workers)")
 
 
 def parse_args(argv=None):
@@ -318,12 +345,13 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--compile", action="store_true", help="torch.compile in the optimized path")
     parser.add_argument("--variants", action="store_true",
-                        help="also time the other memory format and bf16 autocast on this device")
-    parser.add_argument("--variant-repeats", type=int, default=1, help="repeats for the --variants rows")
+                        help="also time the seed loop around this network and the other memory format")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time bf16 autocast (1 iteration, 1 sampler level per repeat)")
     parser.add_argument("--out", default="benchmark.json")
     parser.add_argument("--smoke-test", action="store_true", help="tiny sizes, one repeat, seconds")
     args = parser.parse_args(argv)
-    for name in ("ngf", "batch", "num_levels", "repeats", "iters", "n_steps_each", "variant_repeats"):
+    for name in ("ngf", "batch", "num_levels", "repeats", "iters", "n_steps_each"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.step_lr <= 0:

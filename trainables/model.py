@@ -135,7 +135,10 @@ class _ELUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        y = torch.maximum(x, torch.exp(x.clamp(max=0.0)).sub_(1.0))
+        # One buffer, updated in place: a fresh tensor per step costs more than the arithmetic.
+        y = x.clamp(max=0.0)
+        y.exp_().sub_(1.0)
+        torch.maximum(x, y, out=y)
         ctx.save_for_backward(y)
         return y
 
