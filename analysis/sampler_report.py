@@ -279,9 +279,11 @@ def _panels(exp: SamplerExperiment, x: str, xlabel: str, path: Path, front: bool
             # earlier looks larger and below, so a trial's later looks stay visible on top
             ax.scatter(part[x], part[exp.metric], s=max(12, 70 - 22 * j), c=colors[look], edgecolors="white",
                        zorder=3 + j, label=f"{look} samples ({len(part)} trials)")
-            if front and len(part) > 1:
+            if front:
                 line = compute_front(part, exp.metric, exp.mode)
                 ax.step(line[x], line[exp.metric], where="post", c=colors[look], lw=1.2, alpha=0.8)
+                ax.scatter(line[x], line[exp.metric], s=max(12, 70 - 22 * j), facecolors="none",
+                           edgecolors="black", linewidths=1.0, zorder=10)  # ringed: on the front
         last = mine.sort_values(TIME_ATTR).groupby("trial_id").tail(1)
         for _, row in last[last["warm_start"].astype(bool)].iterrows():
             ax.annotate(row["warm_start"], (row[x], row[exp.metric]), textcoords="offset points", xytext=(4, 4),
@@ -434,8 +436,9 @@ def build_sampler_report(exp: SamplerExperiment, out_dir: Path) -> tuple[list[Bl
                Block("p", "The quality-versus-compute front at each look: samplers that no other sampler beats with "
                           "the same or fewer network evaluations per sample. Values are compared only at one look "
                           "(one sample count, one protocol). The star is the checkpoint's original sampler and score."),
-               Block("image", file=PLOTS[1], caption=f"{exp.metric} against network evaluations per sample; lines: the "
-                                                     f"front at each look; star: original score at its sampler's cost"),
+               Block("image", file=PLOTS[1], caption=f"{exp.metric} against network evaluations per sample; ringed points "
+                                                     f"and lines: the front at each look; star: original score at its "
+                                                     f"sampler's cost"),
                Block("table", frame=pd.DataFrame(fronts))]
 
     shown = [c for c in ("rank", "trial_id", "status", TIME_ATTR, exp.metric, "fid", "kid_std", *SAMPLER_COLUMNS,

@@ -15,8 +15,9 @@ and the ``sampler_search.params`` (e.g. the truncated ladder ``skip_levels``, ``
 with several checkpoints the checkpoint is searched too. ASHA's time attribute is the number of
 samples scored (``sampler_search.samples``, e.g. 250 -> 1000 -> 4000). The first trials are the
 warm starts of every checkpoint: its trained-with sampler, and the NCSNv2 technique-4 step for its
-ladder (its sigma_L and ratio gamma, its T) with the final denoising step. A warm start outside a
-searched range widens that range (with a notice): they always run. Trials run
+ladder (its sigma_L and ratio gamma, its T) with the final denoising step. They always run as
+they are, also where a value lies outside a searched range (a notice says so; Optuna runs an
+enqueued value outside its range and the searcher still samples only inside). Trials run
 :func:`trainables.sampler_trainable.sampler_trainable`.
 
 The experiment folder (default name ``<spec name>-sampler``) holds Ray's trial folders,
@@ -238,10 +239,10 @@ def warm_start_settings(checkpoint: CheckpointInfo) -> list[tuple[str, dict]]:
 
 @dataclass(frozen=True)
 class SamplerPlan:
-    """What a sampler search runs: the checkpoints (best first), the searched params after any
-    widening for the warm starts (``checkpoint`` among them when there are several), the
-    constants of every trial, the warm starts ``[{"label", "checkpoint", "params"}]`` (params:
-    the point Optuna enqueues) and the notices to print."""
+    """What a sampler search runs: the checkpoints (best first), the searched params
+    (``checkpoint`` among them when there are several), the constants of every trial, the warm
+    starts ``[{"label", "checkpoint", "params", "setting"}]`` (params: the point Optuna enqueues;
+    setting: the full sampler) and the notices to print."""
 
     checkpoints: list[CheckpointInfo]
     params: dict[str, ParamSpec]
@@ -263,12 +264,6 @@ def _show(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _widen(param: ParamSpec, value: Any) -> ParamSpec:
-    if param.form == "choice":
-        return dataclasses.replace(param, choices=param.choices + (value,))
-    return dataclasses.replace(param, low=min(param.low, value), high=max(param.high, value))
-
-
 def _check_ladder_ranges(params: dict[str, ParamSpec], checkpoints: list[CheckpointInfo], file: str) -> None:
     if "skip_levels" not in params:
         return
@@ -281,7 +276,8 @@ def _check_ladder_ranges(params: dict[str, ParamSpec], checkpoints: list[Checkpo
 
 
 def plan_sampler_search(spec: SearchSpec, checkpoints: list[CheckpointInfo]) -> SamplerPlan:
-    """The searched space, the warm-start points of every checkpoint and the notices.
+    """The searched space, the warm-start points of every checkpoint (see
+    :func:`warm_start_settings`) and the notices.
 
     ``ValueError`` when nothing is searched or a ladder range does not fit a checkpoint.
     """
@@ -304,13 +300,12 @@ def plan_sampler_search(spec: SearchSpec, checkpoints: list[CheckpointInfo]) -> 
                 notices.append(f"warm start {label} of {checkpoint.trial} is the same point as an earlier "
                                f"one: proposed once")
                 continue
-            for name, value in point.items():
-                if not params[name].contains(value):
-                    widened = _widen(params[name], value)
-                    notices.append(f"warm start {label} of {checkpoint.trial}: {name}={_show(value)} lies outside "
-                                   f"{_show(params[name].to_dict())}; the search covers {_show(widened.to_dict())} "
-                                   f"so that it runs inside the space")
-                    params[name] = widened
+            outside = [f"{name}={_show(value)} outside {_show(params[name].to_dict())}"
+                       for name, value in point.items() if not params[name].contains(value)]
+            if outside:
+                # Run as it is rather than widen the range: a user's range may bound the cost (T).
+                notices.append(f"warm start {label} of {checkpoint.trial} runs with {'; '.join(outside)}; "
+                               f"the searcher samples only inside the ranges")
             seen.append(point)
             warm.append({"label": label, "checkpoint": str(checkpoint.path), "params": point,
                          "setting": setting})
@@ -410,9 +405,9 @@ def _cost_line(spec: SearchSpec, plan: SamplerPlan, calibrate: bool) -> str:
     """Upper bound of the network evaluations (every trial to the last look at the largest T
     and every level), and its time from one measured batch where ``calibrate``."""
     section = sampler_section(spec)
-    steps = plan.params["n_steps_each"].bounds()[1] if "n_steps_each" in plan.params else max(
-        int(c.trained_with["n_steps_each"]) for c in plan.checkpoints)
-    nfe = max(c.num_levels for c in plan.checkpoints) * steps + 1
+    steps = [int(w["setting"]["n_steps_each"]) for w in plan.warm_starts]  # they may lie outside the range
+    steps.append(plan.params["n_steps_each"].bounds()[1] if "n_steps_each" in plan.params else max(steps))
+    nfe = max(c.num_levels for c in plan.checkpoints) * max(steps) + 1
     total = section.num_trials * section.samples[-1] * nfe
     line = (f"cost bound: {section.num_trials} trials x {section.samples[-1]} samples x {nfe} network "
             f"evaluations per sample = {total:,} network evaluations without early stopping; ASHA stops "
@@ -544,12 +539,20 @@ def summarize_sampler_search(spec: SearchSpec, exp_dir: Path, results, write_rep
     metric, mode = spec.metric, spec.mode
     frame = results.get_dataframe()
     lines = [f"\n{len(frame)} sampler trials in {exp_dir}"]
+    ended_count = results.num_terminated
     if len(frame) and TIME_ATTR in frame:
+        from analysis.load import read_trial_states
+
+        # Ray's recorded status tells an ASHA stop (TERMINATED early) from an interruption
+        states = {s.get("trial_id"): s.get("status") for s in read_trial_states(exp_dir).values()}
+        ended = frame["trial_id"].map(states) == "TERMINATED"
         reached = frame[TIME_ATTR]
         diverged = frame["diverged"].fillna(False).astype(bool) if "diverged" in frame else reached * 0 > 0
-        stopped = int(((reached < samples[-1]) & ~diverged).sum())
+        stopped = int(((reached < samples[-1]) & ~diverged & ended).sum())
+        ended_count = int(ended.sum())
         lines.append(f"ASHA stopped {stopped} of {len(frame)} trials before {samples[-1]} samples "
-                     f"(looks at {', '.join(map(str, samples))}); {int(diverged.sum())} diverged")
+                     f"(looks at {', '.join(map(str, samples))}); {int(diverged.sum())} diverged; "
+                     f"{int((~ended).sum())} did not end (interrupted or errored)")
         spent = float(frame.get("sample_evals_total", reached * 0).fillna(0).sum())
         full = float((frame["nfe_per_sample"].fillna(0) * samples[-1]).sum()) if "nfe_per_sample" in frame else math.nan
         lines.append(f"network evaluations spent: {spent:,.0f} per image in all"
@@ -566,9 +569,9 @@ def summarize_sampler_search(spec: SearchSpec, exp_dir: Path, results, write_rep
                      f"on {c['samples']} samples")
     if results.num_errors:
         lines.append(f"{results.num_errors} trial(s) errored; see error.txt in their trial folders")
-    if results.num_terminated + results.num_errors < spec.budget.num_trials:
-        lines.append(f"the search is incomplete ({results.num_terminated} of {spec.budget.num_trials} trials "
-                     f"finished): resume it with the command below")
+    if results.num_terminated + results.num_errors < spec.budget.num_trials or ended_count < spec.budget.num_trials:
+        lines.append(f"the search is incomplete ({ended_count} of {spec.budget.num_trials} trials "
+                     f"ended): resume it with the command below")
     if write_report:
         from analysis.sampler_report import write_sampler_report
 

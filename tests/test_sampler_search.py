@@ -175,7 +175,7 @@ def test_ncsnv2_warm_start_step_is_the_published_one_for_the_checkpoint_ladder()
     assert ncsnv2_step(info, 5) == pytest.approx(1.07e-5, rel=0.02)
 
 
-def test_plan_enqueues_both_warm_starts_of_every_checkpoint_and_widens_ranges_for_them():
+def test_plan_enqueues_both_warm_starts_of_every_checkpoint_even_outside_the_ranges():
     spec = parse_spec_text(_with_section(SECTION.format(trials=4)))
     a, b = _info("/a/ckpt", 1.0, 0.01, 10), _info("/b/ckpt", 2.0, 0.05, 4, step_lr=3e-5, n_steps_each=2)
     plan = plan_sampler_search(spec, [a])
@@ -185,10 +185,9 @@ def test_plan_enqueues_both_warm_starts_of_every_checkpoint_and_widens_ranges_fo
     trained, ncsnv2 = (w["params"] for w in plan.warm_starts)
     assert trained == {"step_lr": 2e-5, "n_steps_each": 5, "skip_levels": 0}
     assert ncsnv2["step_lr"] == ncsnv2_step_lr(0.01, ladder_ratio(1.0, 0.01, 10), 5)
-    # n_steps_each 5 lies outside the section's [1, 4]: widened, with a notice naming it
-    assert plan.params["n_steps_each"].bounds() == (1, 5)
-    assert any("n_steps_each=5" in n for n in plan.notices)
-    assert all(plan.params[k].contains(v) for w in plan.warm_starts for k, v in w["params"].items())
+    # n_steps_each 5 lies outside the section's [1, 4]: it runs as it is, the range stays, a notice says so
+    assert plan.params["n_steps_each"].bounds() == (1, 4)
+    assert [n for n in plan.notices if "n_steps_each=5 outside" in n] and len(plan.notices) == 2
 
     both = plan_sampler_search(spec, [a, b])
     assert both.params["checkpoint"].choices == ("/a/ckpt", "/b/ckpt")
