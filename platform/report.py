@@ -24,9 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from analysis.report import write_report
+    from analysis.sampler_report import write_sampler_report
+    from search_spaces.sampler_search import is_sampler_experiment
 
     try:
-        page = write_report(args.experiment, out_dir=args.out, metric=args.metric, per_protocol=args.per_protocol)
+        if is_sampler_experiment(args.experiment):  # a sampler-only search on frozen checkpoints
+            page = write_sampler_report(args.experiment, out_dir=args.out)
+        else:
+            page = write_report(args.experiment, out_dir=args.out, metric=args.metric,
+                                per_protocol=args.per_protocol)
     except ValueError as err:
         print(f"report: {err}", file=sys.stderr)
         return 2

@@ -58,6 +58,17 @@ def estimate_cost(spec: SearchSpec, budget, warmup: int = 1, iters: int = 3) -> 
     ``budget`` is the :class:`trainables.tune_trainable.Budget` the trials will get."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(spec.resources.cpu)))  # what one trial gets
+    try:
+        return _measure(spec, budget, warmup, iters)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(spec: SearchSpec, budget, warmup: int, iters: int) -> CostEstimate:
+    import torch
+
     from trainables import quality
     from trainables.data import load_mnist
     from trainables.train import Trainer

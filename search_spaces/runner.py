@@ -246,7 +246,7 @@ def summarize(spec: SearchSpec, exp_dir: Path, results, write_report: bool = Tru
         return summarize_sampler_search(spec, exp_dir, results, write_report=write_report, top=top)
     settings = tune_settings(spec)
     metric, mode = settings["metric"], settings["mode"]
-    frame = results.get_dataframe()
+    frame = results.get_dataframe(filter_metric=metric, filter_mode=mode)  # each trial's best evaluation
     lines = [f"\n{len(frame)} trials in {exp_dir}"]
     if metric in frame and len(frame):
         ranked = frame.sort_values(metric, ascending=(mode == "min"), na_position="last")

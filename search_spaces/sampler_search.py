@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from search_spaces.runner import (SEARCH_FILE, STUDY_FILE, SearchOptions, choose_budget, resources_for,
+from search_spaces.runner import (SEARCH_FILE, STUDY_FILE, _budget_mode, SearchOptions, choose_budget, resources_for,
                                   start_ray, trial_dirname)
 from search_spaces.spec import (PARAMS, SAMPLER_KEYS, OptunaSpace, ParamSpec, SamplerSearchSpec, SearchSpec,
                                 make_sampler, parse_spec)
@@ -521,13 +521,6 @@ def run_sampler_search(spec: SearchSpec, options: SearchOptions, say: Callable[[
         ray.shutdown()
     return spec, exp_dir, results
 
-
-def _budget_mode(options: SearchOptions, gpus: float) -> str:
-    if options.smoke_test:
-        return "smoke"
-    if options.budget == "auto":
-        return "full" if gpus > 0 else "preview"
-    return options.budget
 
 
 def summarize_sampler_search(spec: SearchSpec, exp_dir: Path, results, write_report: bool = True,
