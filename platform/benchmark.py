@@ -22,8 +22,8 @@ reported in iterations/s, sampling in network evaluations x images / s.
     python platform/benchmark.py --smoke-test       # tiny, seconds
     python platform/benchmark.py --variants --bf16  # also the rows that split the gain, and bf16
 
-On a machine shared with other jobs, OMP_WAIT_POLICY=PASSIVE in the environment keeps idle
-OpenMP threads from spinning against the other jobs (it changes both sides alike).
+The script sets OMP_WAIT_POLICY=PASSIVE unless the environment already sets it (both sides alike):
+on a machine shared with other jobs, spinning OpenMP threads make timings meaningless.
 """
 
 from __future__ import annotations
@@ -37,13 +37,18 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+# Before torch loads OpenMP: idle OpenMP threads that spin fight every other job on a shared
+# machine, and one stalled thread stalls each parallel op (seen here: 5-10x slower steps, wildly
+# varying). Sleeping threads make repeats comparable; export OMP_WAIT_POLICY=ACTIVE to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from trainables.data import load_mnist
-from trainables.langevin import anneal_langevin
-from trainables.model import ELU, CondInstanceNormPlus, CondRefineNetDilated
-from trainables.train import TrainConfig, Trainer, resolve_device
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from trainables.data import load_mnist  # noqa: E402
+from trainables.langevin import anneal_langevin  # noqa: E402
+from trainables.model import ELU, CondInstanceNormPlus, CondRefineNetDilated  # noqa: E402
+from trainables.train import TrainConfig, Trainer, resolve_device  # noqa: E402
 
 
 # ------------------------------------------------------------------------------ seed baseline

@@ -206,7 +206,8 @@ class CondResidualBlock(nn.Module):
         h = self.conv1(self.act(self.norm1(x, level_idx)))
         h = self.conv2(self.act(self.norm2(h, level_idx)))
         skip = x if self.shortcut is None else self.shortcut(x)
-        return skip + h
+        # In place into the conv output (its backward does not need it): one buffer fewer.
+        return h.add_(skip)
 
 
 class CondRCUBlock(nn.Module):
@@ -229,7 +230,7 @@ class CondRCUBlock(nn.Module):
             residual = x
             for norm, conv in stages:
                 x = conv(self.act(norm(x, level_idx)))
-            x = x + residual
+            x = x.add_(residual)  # x is a conv output here, free to overwrite
         return x
 
 
@@ -247,7 +248,7 @@ class CondMSFBlock(nn.Module):
             h = conv(norm(x, level_idx))
             if h.shape[2:] != shape:
                 h = F.interpolate(h, size=shape, mode="bilinear", align_corners=True)
-            out = h if out is None else out + h
+            out = h if out is None else out.add_(h)
         return out
 
 
