@@ -737,6 +737,14 @@ def _value(ctx: _Ctx, key: str, name: str, value: Any) -> Any:
     return value
 
 
+def _check_name(ctx: _Ctx, key: str, name: Any, known, problem: str, listing: str) -> None:
+    """Refuse a parameter name outside ``known``, suggesting the nearest known one."""
+    if name not in known:
+        near = _near(str(name), known)
+        raise ctx.error(key, problem, fix=f"did you mean {near!r}?" if near else
+                        f"{listing}: {', '.join(known)}")
+
+
 def _parse_params(ctx: _Ctx, raw: Any) -> dict[str, ParamSpec]:
     raw = _mapping(ctx, "params", raw, "{sigma_end: {loguniform: [0.005, 0.1]}}")
     if not raw:
@@ -745,11 +753,7 @@ def _parse_params(ctx: _Ctx, raw: Any) -> dict[str, ParamSpec]:
     params = {}
     for name, form in raw.items():
         key = f"params.{name}"
-        if name not in PARAMS:
-            near = _near(str(name), PARAMS)
-            raise ctx.error(key, "unknown parameter",
-                            fix=f"did you mean {near!r}?" if near else
-                            f"known: {', '.join(PARAMS)}")
+        _check_name(ctx, key, name, PARAMS, "unknown parameter", "known")
         params[name] = _parse_form(ctx, key, name, form)
     return params
 
@@ -818,11 +822,7 @@ def _parse_fixed(ctx: _Ctx, raw: Any, params: dict) -> dict:
     fixed = {}
     for name, value in raw.items():
         key = f"fixed.{name}"
-        if name not in PARAMS:
-            near = _near(str(name), PARAMS)
-            raise ctx.error(key, "unknown parameter",
-                            fix=f"did you mean {near!r}?" if near else
-                            f"known: {', '.join(PARAMS)}")
+        _check_name(ctx, key, name, PARAMS, "unknown parameter", "known")
         if name in params:
             raise ctx.error(key, f"{name} is also in params", value,
                             fix="keep it in params (searched) or in fixed, not both")
@@ -941,10 +941,7 @@ def _parse_sampler_params(ctx: _Ctx, raw: Any, params: dict,
     searched = {}
     for name, form in raw.items():
         key = f"{prefix}.{name}"
-        if name not in allowed:
-            near = _near(str(name), allowed)
-            raise ctx.error(key, "is not a sampler parameter",
-                            fix=f"did you mean {near!r}?" if near else f"allowed: {', '.join(allowed)}")
+        _check_name(ctx, key, name, allowed, "is not a sampler parameter", "allowed")
         searched[name] = _parse_form(ctx, key, name, form)
     if not searched and not any(name in params for name in SAMPLER_KEYS):
         raise ctx.error("sampler_search", "searches nothing: params holds none of "
