@@ -1,4 +1,4 @@
-"""The sampler-only search on frozen checkpoints (issue 7): spec section, checkpoint resolution,
+"""The sampler-only search on frozen checkpoints: spec section, checkpoint resolution,
 truncated ladders, warm starts, and one real search (Ray, Optuna SQLite, ASHA on samples scored)
 on the best checkpoint of the shared smoke search."""
 

@@ -1,4 +1,4 @@
-"""Noise ladders and the NCSNv2 analytic recommendations (shared/docs/NCSN.md)."""
+"""Noise ladders and the NCSNv2 analytic recommendations (Song & Ermon 2020)."""
 
 import json
 import math

@@ -1,6 +1,6 @@
 """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1), in the reference *code* convention.
 
-Code convention (used everywhere in this project, shared/docs/NCSN.md): for each level i from
+Code convention (used everywhere in this project; README, "Conventions"): for each level i from
 the largest sigma to the smallest, with alpha_i = step_lr * (sigma_i / sigma_L)^2, repeat T
 (= ``n_steps_each``) times
 

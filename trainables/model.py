@@ -1,7 +1,7 @@
 """The NCSN score network: a conditional RefineNet with dilated convolutions.
 
 Architecture as described in Song & Ermon 2019 ("Generative Modeling by Estimating Gradients of
-the Data Distribution", appendix B) and summarised in shared/docs/NCSN.md:
+the Data Distribution", appendix B):
 
 - every normalisation is a conditional instance norm++ (one row of gamma, alpha, beta per noise
   level), activation ELU;

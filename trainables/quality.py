@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables.feature_net import FEATURE_NET_SHA256, NUM_CLASSES, NUM_FEATURES, load_feature_net
+from trainables.metrics import METRICS, MetricInfo, metric_mode, protocol_id, worst_value  # noqa: F401 (re-exported)
 
 PROTOCOL_VERSION = 1
 PR_K = 3  # precision / recall neighbourhood (Kynkaanniemi et al. 2019)
@@ -48,49 +49,6 @@ DEFAULT_N_SUBSETS = 100
 DEFAULT_SUBSET_SIZE = 1000
 _CHUNK = 2048  # rows per block of pairwise distances: bounds memory at N = 10k
 CACHE_ENV = "NCSN_QUALITY_CACHE"
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """How to read one metric: ``direction`` "min" (lower is better) or "max", and what it means."""
-
-    direction: str
-    description: str
-
-
-METRICS: dict[str, MetricInfo] = {
-    "fid": MetricInfo("min", "Frechet distance between Gaussian fits of sample and reference features"),
-    "kid": MetricInfo("min", "kernel distance: unbiased MMD^2, cubic polynomial kernel, mean over subsets"),
-    "inception_score": MetricInfo("max", "exp(E KL(p(y|x) || p(y))) with the MNIST classifier; 1..10"),
-    "precision": MetricInfo("max", "fraction of samples inside the reference k-NN manifold (k=3); fidelity"),
-    "recall": MetricInfo("max", "fraction of reference points inside the sample k-NN manifold (k=3); diversity"),
-    "density": MetricInfo("max", "mean count of reference k-NN balls holding a sample, / k (k=5); ~1 for real"),
-    "coverage": MetricInfo("max", "fraction of reference k-NN balls (k=5) that hold a sample"),
-    "class_coverage": MetricInfo("max", "normalised entropy of the predicted label histogram, in [0, 1]"),
-}
-
-
-def metric_mode(name: str) -> str:
-    """Direction of a metric in :data:`METRICS`, "min" or "max"; ``ValueError`` for an unknown name."""
-    try:
-        return METRICS[name].direction
-    except KeyError:
-        raise ValueError(f"metric={name!r}: unknown; use one of {sorted(METRICS)}") from None
-
-
-def worst_value(name: str) -> float:
-    """The value a diverged trial reports: ``inf`` for "min" metrics, ``0.0`` for "max" ones.
-
-    Every "max" metric here is >= 0 (the Inception Score is >= 1), so 0 ranks at or below any real
-    evaluation while staying finite for JSON and Optuna.
-    """
-    return math.inf if metric_mode(name) == "min" else 0.0
-
-
-def protocol_id(protocol: dict) -> str:
-    """Short stable hash (12 hex digits) of a ``protocol`` dict; equal ids mean comparable numbers."""
-    text = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------------------------

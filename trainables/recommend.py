@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 
+from trainables.params import defaults
 from trainables.sigmas import (
     MNIST_MAX_PAIRWISE_DISTANCE,
     ladder_ratio,
@@ -33,21 +34,14 @@ __all__ = ["DATASETS", "NCSN_2019_MNIST", "ncsnv2_mnist_setting", "recommend", "
 DATASETS = {
     "mnist": {"sigma_begin": MNIST_MAX_PAIRWISE_DISTANCE, "dim": 28 * 28},
 }
-# NCSNv2 keeps the 2019 sigma_L: the smallest noise must be invisible (shared/docs/NCSN.md).
+# NCSNv2 keeps the 2019 sigma_L: the smallest noise must be invisible.
 SIGMA_END = 0.01
 
-# Song & Ermon 2019, MNIST (shared/docs/NCSN.md): code-convention step (paper eps = 4e-5).
-NCSN_2019_MNIST = dict(
-    sigma_begin=1.0,
-    sigma_end=0.01,
-    num_levels=10,
-    step_lr=2e-5,
-    n_steps_each=100,
-    batch_size=128,
-    lr=1e-3,
-    ema=0.0,
-    denoise=False,
-)
+# Song & Ermon 2019, MNIST: the defaults of the parameter table (its step is in the code
+# convention: paper eps = 4e-5).
+SETTING_KEYS = ("sigma_begin", "sigma_end", "num_levels", "step_lr", "n_steps_each", "batch_size", "lr",
+                "ema", "denoise")
+NCSN_2019_MNIST = defaults(SETTING_KEYS)
 
 
 def recommend(dataset: str = "mnist", n_steps_each: int = 5, target: float = 0.5) -> dict:

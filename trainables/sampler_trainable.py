@@ -38,14 +38,16 @@ from trainables import quality
 from trainables.langevin import anneal_langevin
 from trainables.sigmas import snr_of_step
 from trainables.train import TrainConfig, Trainer
-from trainables.tune_trainable import METRICS_FILE, SAMPLES_FILE, STATE_FILE
+from trainables.layout import METRICS_FILE, SAMPLER_TIME_ATTR, SAMPLES_FILE, SAMPLES_TENSOR, STATE_FILE
+from trainables.params import JOINT_SAMPLER_PARAMS, RUNTIME, SAMPLER_PARAMS, SETTINGS, check_keys, names
 
-SAMPLER_SETTINGS = ("step_lr", "n_steps_each", "denoise", "skip_levels", "level_stride")
-SAMPLES_TENSOR = "samples.pt"
+# What a sampler trial's config may hold: the frozen checkpoint's folder and sampler settings.
+CHECKPOINT_KEY = "checkpoint"
+TRIAL_KEYS = (CHECKPOINT_KEY, *SAMPLER_PARAMS)
 # Offset of the sampler search's noise streams from the training trainable's (seed * 1_000_003 +
 # evaluation index), so no look reuses the noise a checkpoint was first scored with.
 _STREAM_OFFSET = 100_000
-_RUNTIME_FIELDS = ("device", "amp", "compile", "channels_last")
+_RUNTIME_FIELDS = names(RUNTIME)
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ class FrozenCheckpoint:
             net.eval().requires_grad_(False)
         self.digest = weights_digest(self.module.state_dict())
         config = self.record.get("config") or {}
-        self.trained_with = {key: config[key] for key in ("step_lr", "n_steps_each", "denoise") if key in config}
+        self.trained_with = {key: config[key] for key in JOINT_SAMPLER_PARAMS if key in config}
 
     def assert_untouched(self) -> None:
         """The sampling weights are byte-identical to those loaded (AssertionError otherwise)."""
@@ -162,11 +164,12 @@ class FrozenCheckpoint:
 
 
 def sampler_settings(trained_with: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
-    """The trial's effective sampler: its config's values of :data:`SAMPLER_SETTINGS`, the
+    """The trial's effective sampler: its config's values of the sampler settings, the
     checkpoint's trained-with values for the rest (the full ladder where the trial names none).
     ``ValueError`` when neither gives step_lr or n_steps_each."""
-    settings = {"denoise": False, "skip_levels": 0, "level_stride": 1, **trained_with}
-    settings.update({key: config[key] for key in SAMPLER_SETTINGS if key in config})
+    settings = {key: SETTINGS[key].default for key in SAMPLER_PARAMS if key not in ("step_lr", "n_steps_each")}
+    settings.update(trained_with)
+    settings.update({key: config[key] for key in SAMPLER_PARAMS if key in config})
     for key in ("step_lr", "n_steps_each"):
         if key not in settings:
             raise ValueError(f"{key}: neither the trial config nor the checkpoint's metrics.json gives it")
@@ -204,7 +207,7 @@ def stream_seed(seed: int, look: int, chunk: int) -> int:
 
 
 def _finite_or_worst(name: str, value: float) -> float:
-    # Optuna rejects NaN and would leave the trial RUNNING forever (DESIGN.md).
+    # Optuna rejects NaN and would leave the trial RUNNING forever.
     value = float(value)
     return quality.worst_value(name) if math.isnan(value) else value
 
@@ -245,7 +248,8 @@ def sampler_trainable(config: dict[str, Any], budget: SamplerBudget) -> None:
     from ray import tune
 
     config = dict(config)
-    frozen = FrozenCheckpoint(config["checkpoint"], budget.device)
+    check_keys(config, TRIAL_KEYS, "sampler trial config")
+    frozen = FrozenCheckpoint(config[CHECKPOINT_KEY], budget.device)
     settings = sampler_settings(frozen.trained_with, config)
     levels = ladder_levels(frozen.num_levels, int(settings["skip_levels"]), int(settings["level_stride"]))
     trainer = frozen.trainer
@@ -286,7 +290,7 @@ def sampler_trainable(config: dict[str, Any], budget: SamplerBudget) -> None:
             # A step too large for the score sends the chain to NaN: the worst value, never a
             # NaN, goes to the searcher, and the trial ends here.
             worst = {name: quality.worst_value(name) for name in quality.METRICS}
-            tune.report({**worst, "samples_scored": target, "nfe_per_sample": n_evals, "diverged": True,
+            tune.report({**worst, SAMPLER_TIME_ATTR: target, "nfe_per_sample": n_evals, "diverged": True,
                          "stop_reason": f"non-finite samples at look {look + 1} ({target} samples)",
                          **counters, **fixed})
             return
@@ -296,7 +300,7 @@ def sampler_trainable(config: dict[str, Any], budget: SamplerBudget) -> None:
         counters["looks"] = look + 1
         result = {name: _finite_or_worst(name, metrics[name]) for name in quality.METRICS}
         result.update(kid_std=float(metrics["kid_std"]), protocol_id=metrics["protocol_id"],
-                      samples_scored=target, nfe_per_sample=n_evals, diverged=False, stop_reason="",
+                      nfe_per_sample=n_evals, **{SAMPLER_TIME_ATTR: target}, diverged=False, stop_reason="",
                       **counters, **fixed)
         with tempfile.TemporaryDirectory(prefix="ncsn-sampler-") as tmp:
             _write_look(Path(tmp), samples, metrics, counters, config, settings)

@@ -13,7 +13,7 @@ Generative Models", section 3) computed here:
    number of levels it implies (:func:`ncsnv2_num_levels`).
 4. the Langevin step eps for a given number of steps per level T (:func:`ncsnv2_step_lr`).
 
-Step sizes follow the reference *code* convention of shared/docs/NCSN.md:
+Step sizes follow the reference *code* convention (README, "Conventions"):
 alpha_i = eps * (sigma_i / sigma_L)^2 and x <- x + alpha_i s + sqrt(2 alpha_i) z. The 2019 paper
 writes x <- x + (alpha_i / 2) s + sqrt(alpha_i) z, so code eps = paper eps / 2
 (:func:`paper_to_code_step_lr`, :func:`code_to_paper_step_lr`).

@@ -1,6 +1,6 @@
 """Training loop for one NCSN: typed config, on-device data, DSM steps, EMA, checkpoints.
 
-Design (see shared/docs/DESIGN.md, "Performance habits"):
+Design:
 - the whole training set lives on the device as one uint8 tensor; batches are drawn by indexing
   with the trainer's own torch.Generator and dequantised on the device (no DataLoader);
 - nothing in a step reads a value back to the host: loss sums, per-level sums and counts and a
@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from trainables.ema import EMA
 from trainables.loss import dequantize, dsm_loss
-from trainables.model import NOISE_CONDITIONINGS, CondRefineNetDilated
+from trainables.model import CondRefineNetDilated
+from trainables.params import SETTINGS, check_keys
 from trainables.sigmas import geometric_sigmas
 
 CHECKPOINT_FORMAT = 1
@@ -39,93 +40,52 @@ CHECKPOINT_FORMAT = 1
 _ARCH_FIELDS = ("ngf", "num_levels", "sigma_begin", "sigma_end", "image_size", "noise_conditioning")
 
 
+def _default(name: str) -> Any:
+    return SETTINGS[name].default
+
+
 @dataclass
 class TrainConfig:
-    """Every training setting, with its meaning. Defaults are the 2019 MNIST settings.
+    """Every training and runtime setting of one trainer, typed. Meanings, defaults (the 2019
+    MNIST settings) and bounds are those of :data:`trainables.params.SETTINGS`.
 
     Build from a plain dict (the Tune boundary) with ``TrainConfig.from_dict``, which rejects
     unknown keys. Every field is validated; a bad value raises ValueError naming the field.
     """
 
-    ngf: int = 64  # base width of the RefineNet (stage 1 channels)
-    num_levels: int = 10  # L, number of noise levels (>= 2)
-    sigma_begin: float = 1.0  # sigma_1, largest noise level, [0, 1] image units
-    sigma_end: float = 0.01  # sigma_L, smallest noise level
-    batch_size: int = 128
-    lr: float = 1e-3  # Adam learning rate
-    beta1: float = 0.9  # Adam beta1
-    beta2: float = 0.999  # Adam beta2
-    weight_decay: float = 0.0  # Adam (L2) weight decay
-    anneal_power: float = 2.0  # p in lambda(sigma) = sigma^p
-    ema: float = 0.0  # EMA momentum of the weights used for sampling; 0 = off (NCSNv2: 0.999)
-    grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping
-    image_size: int = 28  # 28, or 32 (MNIST zero-padded by 2 pixels on each side)
-    noise_conditioning: str = "level"  # "level" (NCSN) or "sigma" (NCSNv2 technique 3)
-    seed: int = 0  # seeds weights, batches, noise levels and noise
-    device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda" or "cuda:N"
-    amp: bool | None = None  # bf16 autocast for the network; None = on for CUDA, off for CPU
-    compile: bool = False  # torch.compile the network (training and sampling)
-    channels_last: bool = True  # NHWC memory format (faster convs and pooling on CPU and CUDA)
+    ngf: int = _default("ngf")
+    num_levels: int = _default("num_levels")
+    sigma_begin: float = _default("sigma_begin")
+    sigma_end: float = _default("sigma_end")
+    batch_size: int = _default("batch_size")
+    lr: float = _default("lr")
+    beta1: float = _default("beta1")
+    beta2: float = _default("beta2")
+    weight_decay: float = _default("weight_decay")
+    anneal_power: float = _default("anneal_power")
+    ema: float = _default("ema")
+    grad_clip: float = _default("grad_clip")
+    image_size: int = _default("image_size")
+    noise_conditioning: str = _default("noise_conditioning")
+    seed: int = _default("seed")
+    device: str = _default("device")
+    amp: bool | None = _default("amp")
+    compile: bool = _default("compile")
+    channels_last: bool = _default("channels_last")
 
     def __post_init__(self) -> None:
-        self._check_int("ngf", minimum=8)
-        self._check_int("num_levels", minimum=2)
-        self._check_int("batch_size", minimum=1)
-        self._check_int("seed", minimum=0)
-        for name in ("sigma_begin", "sigma_end", "lr"):
-            self._check_float(name, positive=True)
-        for name in ("beta1", "beta2", "ema"):
-            value = self._check_float(name)
-            if not 0.0 <= value < 1.0:
-                self._fail(name, "must be in [0, 1)")
-        self._check_float("anneal_power")
-        for name in ("weight_decay", "grad_clip"):
-            if self._check_float(name) < 0:
-                self._fail(name, "must be >= 0")
+        for f in dataclasses.fields(self):
+            try:
+                setattr(self, f.name, SETTINGS[f.name].coerce(f.name, getattr(self, f.name)))
+            except ValueError as err:
+                raise ValueError(f"TrainConfig.{err}") from None
         if not self.sigma_begin > self.sigma_end:
-            self._fail("sigma_begin", f"must be > sigma_end={self.sigma_end!r}")
-        if self.image_size not in (28, 32) or isinstance(self.image_size, bool):
-            self._fail("image_size", "must be 28 or 32")
-        if self.noise_conditioning not in NOISE_CONDITIONINGS:
-            self._fail("noise_conditioning", f"must be one of {NOISE_CONDITIONINGS}")
-        if not isinstance(self.device, str) or not (
-            self.device in ("auto", "cpu", "cuda")
-            or (self.device.startswith("cuda:") and self.device[5:].isdigit())
-        ):
-            self._fail("device", "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        if self.amp is not None and not isinstance(self.amp, bool):
-            self._fail("amp", "must be true, false or null (auto)")
-        for name in ("compile", "channels_last"):
-            if not isinstance(getattr(self, name), bool):
-                self._fail(name, "must be true or false")
-
-    def _fail(self, name: str, why: str):
-        raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
-
-    def _check_int(self, name: str, minimum: int) -> int:
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self._fail(name, "must be an integer")
-        if value < minimum:
-            self._fail(name, f"must be >= {minimum}")
-        return value
-
-    def _check_float(self, name: str, positive: bool = False) -> float:
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            self._fail(name, "must be a finite number")
-        if positive and value <= 0:
-            self._fail(name, "must be > 0")
-        setattr(self, name, float(value))
-        return float(value)
+            raise ValueError(f"TrainConfig.sigma_begin={self.sigma_begin!r}: must be > sigma_end={self.sigma_end!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         """Build from a plain dict; unknown keys are a ValueError naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        check_keys(values, (f.name for f in dataclasses.fields(cls)), "TrainConfig")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,19 +25,16 @@ from typing import Any
 import torch
 
 from trainables import quality
+from trainables import params
 from trainables.data import load_mnist
+from trainables.layout import METRICS_FILE, SAMPLES_FILE, STATE_FILE, TRAIN_TIME_ATTR, TRAJECTORY_FILE
 from trainables.langevin import anneal_langevin
 from trainables.sigmas import geometric_sigmas, snr_of_step
 from trainables.train import TrainConfig, Trainer
 
-STATE_FILE = "state.pt"
-METRICS_FILE = "metrics.json"
-SAMPLES_FILE = "samples.png"
-TRAJECTORY_FILE = "trajectory.png"
-TRIAL_FILE = "trial.json"
-
-# Settings of a trial that belong to the sampler, not to training.
-SAMPLER_KEYS = ("step_lr", "n_steps_each", "denoise")
+# What a joint trial's config may hold: the spec's parameters (training and sampler settings)
+# and the runtime settings. Anything else is a mistake upstream.
+TRIAL_KEYS = (*params.SPEC_PARAMS, *params.names(params.RUNTIME))
 
 
 @dataclass(frozen=True)
@@ -53,10 +50,11 @@ class Budget:
 
 
 def train_config_from(config: dict[str, Any], budget: Budget) -> TrainConfig:
-    """Map a flat trial config onto the trainer's typed config (unknown keys are ignored here:
-    the search-space loader has already rejected them)."""
-    known = set(TrainConfig.__dataclass_fields__)
-    values = {k: v for k, v in config.items() if k in known}
+    """Map a flat trial config onto the trainer's typed config: its training and runtime settings
+    (the sampler settings are read at sampling time). ``ValueError`` naming any key that is no
+    setting of a joint trial."""
+    params.check_keys(config, TRIAL_KEYS, "trial config")
+    values = {k: v for k, v in config.items() if params.SETTINGS[k].scope != params.SAMPLER}
     values.setdefault("seed", budget.seed)
     values.setdefault("device", budget.device)
     return TrainConfig.from_dict(values)
@@ -183,7 +181,7 @@ def _report_divergence(reason: str, iterations: int, loss: float, counters: dict
     from ray import tune
 
     worst = {name: quality.worst_value(name) for name in quality.METRICS}
-    tune.report({**worst, "iterations": iterations, "loss": _json_safe(loss), "diverged": True,
+    tune.report({**worst, TRAIN_TIME_ATTR: iterations, "loss": _json_safe(loss), "diverged": True,
                  "stop_reason": reason, **counters})
     writer.add_text("stop_reason", reason, iterations)
 

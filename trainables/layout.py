@@ -1,0 +1,108 @@
+"""The on-disk contract of an experiment folder: every file and folder name, the experiment
+kinds, the time attributes, the warm-start labels and the trial statuses.
+
+Written by the searches (``search_spaces``) and the trainables, read by ``analysis``. This module
+is the only place those strings are defined; it imports nothing heavy (no torch, Ray or pandas),
+so every layer can depend on it. ::
+
+    <storage_path>/<name>/
+        search.json               the resolved spec, kind, budget mode, warm starts, study name
+        spec.yaml                 a copy of the file the search was started from
+        optuna.db                 the Optuna study (SQLite)
+        experiment_state-*.json   Ray's snapshots of the trial table
+        report/                   report.html, report.md, leaderboard.csv, *.png
+        trial_<id>/               one folder per trial (Ray writes the first four files)
+            result.json           JSON lines, one per report
+            progress.csv
+            params.json           the trial config
+            error.txt             only when the trial raised
+            events.out.tfevents.*
+            checkpoint_NNNNNN/    state.pt, metrics.json, samples.png, trajectory.png
+                                  (a sampler trial: samples.pt, metrics.json, samples.png)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# --- the experiment folder ------------------------------------------------------------------
+SEARCH_FILE = "search.json"
+SPEC_COPY = "spec.yaml"
+STUDY_FILE = "optuna.db"
+EXPERIMENT_STATE_GLOB = "experiment_state-*.json"
+REPORT_DIR = "report"
+REPORT_HTML = "report.html"
+REPORT_MD = "report.md"
+LEADERBOARD_CSV = "leaderboard.csv"
+
+# --- a trial folder (Ray's files) -----------------------------------------------------------
+TRIAL_PREFIX = "trial_"
+RESULT_FILE = "result.json"
+PARAMS_FILE = "params.json"
+ERROR_FILE = "error.txt"
+CHECKPOINT_GLOB = "checkpoint_*"
+
+# --- a checkpoint folder (the trainables' files) --------------------------------------------
+STATE_FILE = "state.pt"            # training state: model, EMA, optimiser, step, RNG
+METRICS_FILE = "metrics.json"      # {"metrics", "counters", "config"[, "sampler"]}
+SAMPLES_FILE = "samples.png"       # the scored sample grid
+TRAJECTORY_FILE = "trajectory.png"  # a Langevin trajectory strip
+SAMPLES_TENSOR = "samples.pt"      # a sampler trial's samples so far (resumes a look)
+
+# --- experiment kinds, written into search.json as "kind" -----------------------------------
+JOINT = "joint"      # trains networks and samples from them
+SAMPLER = "sampler"  # tunes only the sampler on frozen checkpoints
+KINDS = (JOINT, SAMPLER)
+
+# --- ASHA's time attribute of each kind (a key of every reported result) ---------------------
+TRAIN_TIME_ATTR = "iterations"        # training iterations
+SAMPLER_TIME_ATTR = "samples_scored"  # samples drawn and scored so far
+TIME_ATTRS = {JOINT: TRAIN_TIME_ATTR, SAMPLER: SAMPLER_TIME_ATTR}
+
+# --- warm-start labels ----------------------------------------------------------------------
+WARM_2019 = "ncsn_2019_mnist"          # joint: the 2019 NCSN MNIST setting
+WARM_NCSNV2 = "ncsnv2_mnist"           # joint: the NCSNv2 recommended setting
+WARM_TRAINED_WITH = "trained_with"     # sampler: the checkpoint's own sampler
+WARM_TECHNIQUE4 = "ncsnv2_technique4"  # sampler: NCSNv2 technique-4 step, final denoising
+WARM_START_NAMES = {
+    WARM_2019: "the 2019 NCSN MNIST setting (Song & Ermon 2019)",
+    WARM_NCSNV2: "the NCSNv2 recommended setting (Song & Ermon 2020)",
+    WARM_TRAINED_WITH: "the trained-with sampler",
+    WARM_TECHNIQUE4: "the NCSNv2 technique-4 sampler",
+}
+
+# --- trial statuses, derived from a trial folder's files ------------------------------------
+FINISHED = "finished"      # reached the budget (iterations, or the last look)
+STOPPED = "stopped"        # ended early by ASHA
+DIVERGED = "diverged"      # a non-finite loss or chain ended it (stop_reason says where)
+ERRORED = "errored"        # raised (Ray wrote error.txt, or the experiment state says ERROR)
+UNFINISHED = "unfinished"  # no final result yet: still running, or its run was interrupted
+STATUSES = (FINISHED, STOPPED, DIVERGED, ERRORED, UNFINISHED)
+
+# Ray's own trial statuses as recorded in experiment_state-*.json
+RAY_TERMINATED = "TERMINATED"
+RAY_ERROR = "ERROR"
+
+
+def trial_dirname(trial_id: str) -> str:
+    """The folder name of a trial (Ray's default spells out every parameter)."""
+    return f"{TRIAL_PREFIX}{trial_id}"
+
+
+def read_search_record(exp_dir: str | Path) -> dict:
+    """``search.json`` of an experiment folder; ``{}`` when it is missing or unreadable."""
+    try:
+        record = json.loads((Path(exp_dir) / SEARCH_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def experiment_kind(exp_dir: str | Path) -> str | None:
+    """The kind of the search in ``exp_dir`` (:data:`JOINT` or :data:`SAMPLER`), None without a
+    readable search.json. Folders written before the kind was recorded are joint searches."""
+    record = read_search_record(exp_dir)
+    if not record:
+        return None
+    return record.get("kind") or JOINT

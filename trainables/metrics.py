@@ -1,0 +1,72 @@
+"""The metric registry: names, directions, worst values and protocol ids of sample quality.
+
+Torch-free, so the spec validator and the analysis read it without loading the network code;
+:mod:`trainables.quality` computes the numbers under these names. Numbers are comparable only
+under one evaluation protocol (feature network, reference set, sample count, seed, settings):
+every result carries ``protocol_id`` of its protocol record, and ranking refuses to mix ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+
+MODES = ("min", "max")
+# The ranking metric of a spec that names none, and of folders that record none.
+DEFAULT_METRIC = "kid"
+# Shown for results that carry no protocol id (never evaluated).
+NO_PROTOCOL = "none"
+# Reported beside the metrics: the spread of KID over its random subsets.
+KID_STD = "kid_std"
+PROTOCOL_ID = "protocol_id"
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How to read one metric: ``direction`` "min" (lower is better) or "max", and what it means."""
+
+    direction: str
+    description: str
+
+    @property
+    def worst(self) -> float:
+        """The value a diverged trial reports: ``inf`` for "min" metrics, ``0.0`` for "max" ones.
+
+        Every "max" metric here is >= 0 (the Inception Score is >= 1), so 0 ranks at or below any
+        real evaluation while staying finite for JSON and Optuna.
+        """
+        return math.inf if self.direction == "min" else 0.0
+
+
+METRICS: dict[str, MetricInfo] = {
+    "fid": MetricInfo("min", "Frechet distance between Gaussian fits of sample and reference features"),
+    "kid": MetricInfo("min", "kernel distance: unbiased MMD^2, cubic polynomial kernel, mean over subsets"),
+    "inception_score": MetricInfo("max", "exp(E KL(p(y|x) || p(y))) with the MNIST classifier; 1..10"),
+    "precision": MetricInfo("max", "fraction of samples inside the reference k-NN manifold (k=3); fidelity"),
+    "recall": MetricInfo("max", "fraction of reference points inside the sample k-NN manifold (k=3); diversity"),
+    "density": MetricInfo("max", "mean count of reference k-NN balls holding a sample, / k (k=5); ~1 for real"),
+    "coverage": MetricInfo("max", "fraction of reference k-NN balls (k=5) that hold a sample"),
+    "class_coverage": MetricInfo("max", "normalised entropy of the predicted label histogram, in [0, 1]"),
+}
+
+
+def metric_mode(name: str) -> str:
+    """Direction of a metric in :data:`METRICS`, "min" or "max"; ``ValueError`` for an unknown name."""
+    try:
+        return METRICS[name].direction
+    except KeyError:
+        raise ValueError(f"metric={name!r}: unknown; use one of {sorted(METRICS)}") from None
+
+
+def worst_value(name: str) -> float:
+    """The value a diverged trial reports for metric ``name`` (see :attr:`MetricInfo.worst`)."""
+    metric_mode(name)
+    return METRICS[name].worst
+
+
+def protocol_id(protocol: dict) -> str:
+    """Short stable hash (12 hex digits) of a ``protocol`` dict; equal ids mean comparable numbers."""
+    text = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
