@@ -1,20 +1,60 @@
-"""Analysis of experiment folders: load (pandas), rank by sample quality, write reports.
+"""Analysis of experiment folders of either kind: load (pandas), rank by sample quality, report.
 
-DataFrames in, DataFrames out (:mod:`analysis.load`, :mod:`analysis.rank`,
-:mod:`analysis.importance`); plots (:mod:`analysis.plots`) and files (:mod:`analysis.report`)
-at the edge. Everything reads only what is on disk.
+Everything reads only what is on disk (its layout: :mod:`trainables.layout`). The modules, in
+the order data flows through them:
+
+- :mod:`analysis.files` reads the files of a folder (plain Python);
+- :mod:`analysis.kinds` names what differs between a joint and a sampler search;
+- :mod:`analysis.status`, :mod:`analysis.frames`, :mod:`analysis.load` turn a folder into an
+  :class:`~analysis.load.Experiment` (trial statuses, the trials and evaluations frames);
+- :mod:`analysis.rank` ranks (by a metric, at equal compute, Pareto front, at one look) and
+  :mod:`analysis.importance` scores parameters on the Optuna study;
+- :mod:`analysis.render` (Markdown, HTML) and :mod:`analysis.plots` (PNG) draw;
+- :mod:`analysis.report` writes the report, with the kind's sections from :mod:`analysis.joint`
+  or :mod:`analysis.sampler`; :mod:`analysis.summary` writes the closing text of a search.
+
+The names below are loaded on first use, so ``import analysis`` stays cheap (no pandas, no
+torch) for code that only needs one of them.
 """
 
-from analysis.importance import param_importances
-from analysis.load import (STATUSES, Experiment, load_experiment, load_experiments, load_study,
-                           read_result_rows, trial_status)
-from analysis.rank import (best_within_budget, check_protocols, compare_with_warm_starts, compute_budgets,
-                           equal_compute_table, match_warm_starts, pareto_front, rank_trials)
-from analysis.report import build_report, write_report
+from __future__ import annotations
 
-__all__ = [
-    "STATUSES", "Experiment", "best_within_budget", "build_report", "check_protocols",
-    "compare_with_warm_starts", "compute_budgets", "equal_compute_table", "load_experiment",
-    "load_experiments", "load_study", "match_warm_starts", "param_importances", "pareto_front",
-    "rank_trials", "read_result_rows", "trial_status", "write_report",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "param_importances": "analysis.importance",
+    "Experiment": "analysis.load",
+    "load_experiment": "analysis.load",
+    "load_experiments": "analysis.load",
+    "load_study": "analysis.load",
+    "read_result_rows": "analysis.files",
+    "read_trial_states": "analysis.files",
+    "STATUSES": "trainables.layout",
+    "trial_status": "analysis.status",
+    "best_within_budget": "analysis.rank",
+    "check_protocols": "analysis.rank",
+    "compare_with_warm_starts": "analysis.rank",
+    "compute_budgets": "analysis.rank",
+    "equal_compute_table": "analysis.rank",
+    "match_warm_starts": "analysis.rank",
+    "pareto_front": "analysis.rank",
+    "rank_trials": "analysis.rank",
+    "at_look": "analysis.rank",
+    "build_report": "analysis.report",
+    "write_report": "analysis.report",
+    "closing_summary": "analysis.summary",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -17,8 +17,8 @@ import math
 
 import pandas as pd
 
-MIN_TRIALS = 4          # below this the top quantile holds a single trial: no contrast to measure
-STABLE_TOP = 5          # PED-ANOVA's authors advise >= 5 trials in the top quantile
+MIN_TRIALS = 4  # below this the top quantile holds a single trial: no contrast to measure
+STABLE_TOP = 5  # PED-ANOVA's authors advise >= 5 trials in the top quantile
 
 
 def importance_quantile(n_trials: int) -> float:
@@ -41,12 +41,17 @@ def param_importances(study, params: list[str] | None = None, metric: str = "met
         return empty, "not computed: the experiment folder holds no Optuna study (optuna.db)"
     if len(study.directions) != 1:
         return empty, "not computed: the study has several objectives"
-    usable = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if t.value is not None and math.isfinite(t.value)]
+    usable = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]
     n = len(usable)
     if n < MIN_TRIALS:
-        return empty, (f"not computed: {n} complete trial(s) with a finite value in the study; "
-                       f"PED-ANOVA needs at least {MIN_TRIALS} to contrast the best trials with the rest")
+        return empty, (
+            f"not computed: {n} complete trial(s) with a finite value in the study; "
+            f"PED-ANOVA needs at least {MIN_TRIALS} to contrast the best trials with the rest"
+        )
     names = [p for p in (params or sorted({k for t in usable for k in t.params})) if any(p in t.params for t in usable)]
     varied = [p for p in names if len({repr(t.params.get(p)) for t in usable}) > 1]
     if not varied:
@@ -60,9 +65,11 @@ def param_importances(study, params: list[str] | None = None, metric: str = "met
         return empty, f"not computed: Optuna's evaluator failed ({err.__class__.__name__}: {err})"
     frame = pd.DataFrame({"param": list(scores), "importance": [float(v) for v in scores.values()]})
     top = max(1, math.ceil(q * n))
-    note = (f"PED-ANOVA (Optuna's PedAnovaImportanceEvaluator) on {n} complete trials of study "
-            f"'{study.study_name}', top quantile {q:.2f} (about {top} trial(s)); target: each trial's "
-            f"value in the study (its last reported {metric}).")
+    note = (
+        f"PED-ANOVA (Optuna's PedAnovaImportanceEvaluator) on {n} complete trials of study "
+        f"'{study.study_name}', top quantile {q:.2f} (about {top} trial(s)); target: each trial's "
+        f"value in the study (its last reported {metric})."
+    )
     if top < STABLE_TOP:
         note += f" With fewer than {STABLE_TOP} trials in the top quantile, read it as a rough hint."
     fixed = [p for p in names if p not in varied]

@@ -1,32 +1,36 @@
-"""Ranking trials by sample quality: by a metric, at equal compute, and on the Pareto front.
+"""Ranking trials by sample quality: by a metric, at equal compute, on the Pareto front, at a look.
 
-DataFrames in, DataFrames out (the frames of :mod:`analysis.load`). Numbers are comparable only
-under one evaluation protocol (``trainables.quality.protocol_id``): every ranking here refuses a
+DataFrames in, DataFrames out (the frames of :mod:`analysis.frames`). Numbers are comparable only
+under one evaluation protocol (``trainables.metrics.protocol_id``): every ranking here refuses a
 frame that mixes protocol ids with a ``ValueError`` naming them, unless asked to rank per protocol.
 
 Conventions:
-- A trial's value is its best evaluation by the ranking metric (the trials frame holds the metrics
-  of that evaluation). Lower is better for "min" metrics, higher for "max" ones.
+- A trial's value is the ranking metric at the evaluation that summarises it (joint: its best;
+  sampler: its last look). Lower is better for "min" metrics, higher for "max" ones.
 - Ties share a rank (competition ranking: 1, 2, 2, 4); within a tie the trial that got there with
   fewer network evaluations is listed first, then by trial id.
 - A trial without a value (no evaluation yet, or diverged before its first) gets no rank (<NA>)
-  and is listed last. A diverged trial's reported worst value (inf for "min") ranks, last.
+  and is listed last. A diverged joint trial's reported worst value (inf for "min") ranks, last.
+- With a ``reach`` column (a sampler search: ``samples_scored``) trials that got further rank
+  first, ASHA's way, and only trials with a finite value get a rank.
 - Compute is ``evals_total`` (network evaluations per image, training plus sampling; see
-  :mod:`analysis.load`).
+  :mod:`analysis.frames`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.load import COMPUTE, best_index, finite
-from trainables.quality import METRICS, metric_mode
-
-NO_PROTOCOL = "none"
+from analysis.frames import best_index, finite
+from analysis.kinds import COMPUTE
+from analysis.load import warm_point
+from trainables.layout import TRAIN_TIME_ATTR
+from trainables.metrics import DEFAULT_METRIC, METRICS, MODES, NO_PROTOCOL, PROTOCOL_ID, metric_mode
 
 
 def _metric_mode(frame: pd.DataFrame, metric: str | None, mode: str | None) -> tuple[str, str]:
@@ -34,19 +38,19 @@ def _metric_mode(frame: pd.DataFrame, metric: str | None, mode: str | None) -> t
     trials frame summarised at another metric's best evaluation."""
     summarised = frame.attrs.get("metric")
     if metric is None:
-        metric = summarised or "kid"
+        metric = summarised or DEFAULT_METRIC
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r}: unknown; use one of {sorted(METRICS)}")
     if mode is None:
         mode = frame.attrs.get("mode") if metric == summarised and frame.attrs.get("mode") else metric_mode(metric)
-    if mode not in ("min", "max"):
+    if mode not in MODES:
         raise ValueError(f"mode={mode!r}: use 'min' or 'max'")
     return metric, mode
 
 
 def protocol_counts(frame: pd.DataFrame) -> pd.Series:
     """Number of rows per protocol id (rows without one, e.g. never evaluated, are left out)."""
-    ids = frame["protocol_id"] if "protocol_id" in frame else pd.Series([], dtype=object)
+    ids = frame[PROTOCOL_ID] if PROTOCOL_ID in frame else pd.Series([], dtype=object)
     ids = ids[ids.map(lambda p: isinstance(p, str) and bool(p))]
     return ids.value_counts()
 
@@ -60,17 +64,23 @@ def check_protocols(frame: pd.DataFrame) -> str | None:
     counts = protocol_counts(frame)
     if len(counts) > 1:
         listing = ", ".join(f"{pid} ({n} rows)" for pid, n in counts.items())
-        raise ValueError(f"protocol_id: these results were scored under {len(counts)} different evaluation "
-                         f"protocols ({listing}); their numbers are not comparable. Rank per protocol "
-                         f"(per_protocol=True, or --per-protocol) or compare runs with one protocol")
+        raise ValueError(
+            f"protocol_id: these results were scored under {len(counts)} different evaluation "
+            f"protocols ({listing}); their numbers are not comparable. Rank per protocol "
+            f"(per_protocol=True, or --per-protocol) or compare runs with one protocol"
+        )
     return counts.index[0] if len(counts) else None
 
 
-def _order_keys(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
-    """Sort keys: the signed value (lower is better; NaN for no value), then compute, then id."""
+def _order_keys(frame: pd.DataFrame, metric: str, mode: str, reach: str | None) -> pd.DataFrame:
+    """Sort keys: how far the trial got (negated; 0 without ``reach``), the signed value (lower is
+    better; NaN for no value, and for a non-finite one under ``reach``), compute, then id."""
     value = pd.to_numeric(frame[metric], errors="coerce").astype(float)
     keys = pd.DataFrame(index=frame.index)
+    keys["reach"] = -pd.to_numeric(frame[reach], errors="coerce").fillna(0) if reach else 0.0
     keys["value"] = value if mode == "min" else -value
+    if reach:
+        keys["value"] = keys["value"].where(finite(value))
     compute_col = "best_evals_total" if "best_evals_total" in frame else COMPUTE
     keys["compute"] = pd.to_numeric(frame.get(compute_col, np.nan), errors="coerce")
     keys["experiment"] = frame["experiment"].astype(str) if "experiment" in frame else ""
@@ -78,45 +88,68 @@ def _order_keys(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     return keys
 
 
-def _ranked(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
-    keys = _order_keys(frame, metric, mode)
-    order = keys.sort_values(["value", "compute", "experiment", "trial_id"], na_position="last").index
+def _competition_rank(keys: pd.DataFrame) -> pd.Series:
+    """1 + the number of rows with a strictly better (reach, value), for rows with a value."""
+    rated = keys[keys["value"].notna()]
+    pairs = list(zip(rated["reach"], rated["value"], strict=True))
+    rank = pd.Series(pd.NA, index=keys.index, dtype="Int64")
+    for idx, pair in zip(rated.index, pairs, strict=True):
+        rank[idx] = 1 + sum(other < pair for other in pairs)
+    return rank
+
+
+def _ranked(frame: pd.DataFrame, metric: str, mode: str, reach: str | None = None) -> pd.DataFrame:
+    keys = _order_keys(frame, metric, mode, reach)
+    order = keys.sort_values(["reach", "value", "compute", "experiment", "trial_id"], na_position="last").index
     out = frame.loc[order].copy()
-    rank = keys.loc[order, "value"].rank(method="min", na_option="keep")
-    out.insert(0, "rank", rank.astype("Int64"))
+    rank = (
+        _competition_rank(keys.loc[order])
+        if reach
+        else keys.loc[order, "value"].rank(method="min", na_option="keep").astype("Int64")
+    )
+    out.insert(0, "rank", rank)
     return out
 
 
-def rank_trials(trials: pd.DataFrame, metric: str | None = None, mode: str | None = None,
-                per_protocol: bool = False) -> pd.DataFrame:
+def rank_trials(
+    trials: pd.DataFrame,
+    metric: str | None = None,
+    mode: str | None = None,
+    per_protocol: bool = False,
+    reach: str | None = None,
+) -> pd.DataFrame:
     """The trials frame sorted best first, with a ``rank`` column (see the module conventions).
 
     ``metric`` defaults to the one the frame was summarised by (``trials.attrs["metric"]``, the
-    spec's); naming another metric ranks by that metric's value at each trial's best evaluation by
-    the summary metric, so for a full re-ranking load with ``metric=`` instead. Mixed protocols
-    raise ``ValueError`` unless ``per_protocol``: then each protocol is ranked on its own (a
-    ``protocol`` column; trials without a protocol form the group ``"none"``), the group holding
-    the overall best value first.
+    spec's); naming another metric ranks by that metric's value at each trial's summarising
+    evaluation, so for a full re-ranking of a joint search load with ``metric=`` instead.
+    ``reach`` defaults to ``trials.attrs["reach"]`` (set by :func:`analysis.load.load_experiment`
+    for a sampler search). Mixed protocols raise ``ValueError`` unless ``per_protocol``: then each
+    protocol is ranked on its own (a ``protocol`` column; trials without a protocol form the group
+    ``"none"``), the group holding the overall best trial first.
     """
     metric, mode = _metric_mode(trials, metric, mode)
+    reach = reach or trials.attrs.get("reach")
     if not per_protocol:
         check_protocols(trials)
-        out = _ranked(trials, metric, mode)
-        out.insert(1, "protocol", out["protocol_id"].fillna(NO_PROTOCOL) if "protocol_id" in out else NO_PROTOCOL)
+        out = _ranked(trials, metric, mode, reach)
+        out.insert(1, "protocol", out[PROTOCOL_ID].fillna(NO_PROTOCOL) if PROTOCOL_ID in out else NO_PROTOCOL)
     else:
-        groups = trials["protocol_id"].fillna(NO_PROTOCOL) if len(trials) else pd.Series([], dtype=object)
-        parts = [_ranked(trials[groups == g], metric, mode) for g in groups.unique()]
-        parts.sort(key=lambda p: (p["rank"].isna().all(), _first_key(p, metric, mode)))
-        out = pd.concat(parts) if parts else _ranked(trials, metric, mode)
-        out.insert(1, "protocol", out["protocol_id"].fillna(NO_PROTOCOL) if len(out) else [])
-    out.attrs.update(trials.attrs, metric=metric, mode=mode)
+        groups = trials[PROTOCOL_ID].fillna(NO_PROTOCOL) if len(trials) else pd.Series([], dtype=object)
+        parts = [_ranked(trials[groups == g], metric, mode, reach) for g in groups.unique()]
+        parts.sort(key=lambda p: (p["rank"].isna().all(), _first_key(p, metric, mode, reach)))
+        out = pd.concat(parts) if parts else _ranked(trials, metric, mode, reach)
+        out.insert(1, "protocol", out[PROTOCOL_ID].fillna(NO_PROTOCOL) if len(out) else [])
+    out.attrs.update(trials.attrs, metric=metric, mode=mode, reach=reach)
     return out.reset_index(drop=True)
 
 
-def _first_key(part: pd.DataFrame, metric: str, mode: str) -> float:
-    value = pd.to_numeric(part[metric], errors="coerce").astype(float).iloc[0] if len(part) else math.nan
-    signed = value if mode == "min" else -value
-    return signed if not math.isnan(signed) else math.inf
+def _first_key(part: pd.DataFrame, metric: str, mode: str, reach: str | None) -> tuple[float, float]:
+    if not len(part):
+        return (math.inf, math.inf)
+    first = _order_keys(part.iloc[:1], metric, mode, reach).iloc[0]
+    value = first["value"]
+    return (float(first["reach"]), value if not pd.isna(value) else math.inf)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,8 +165,9 @@ def scored_evaluations(evaluations: pd.DataFrame, metric: str, compute: str = CO
     return evaluations[keep]
 
 
-def best_within_budget(evaluations: pd.DataFrame, budget: float, metric: str | None = None,
-                       mode: str | None = None, compute: str = COMPUTE) -> pd.DataFrame:
+def best_within_budget(
+    evaluations: pd.DataFrame, budget: float, metric: str | None = None, mode: str | None = None, compute: str = COMPUTE
+) -> pd.DataFrame:
     """Each trial's best evaluation among those reached within ``budget`` network evaluations
     (``evaluations[compute] <= budget``), ranked: one row per trial that has one, best first.
 
@@ -148,7 +182,7 @@ def best_within_budget(evaluations: pd.DataFrame, budget: float, metric: str | N
     within = within[within[compute] <= budget]
     picks = [best_index(group[metric], mode) for _, group in within.groupby(["experiment", "trial_id"], sort=False)]
     best = within.loc[[p for p in picks if p is not None]]
-    cols = [c for c in ("experiment", "trial_id", metric, "iterations", compute, "checkpoint") if c in best]
+    cols = [c for c in ("experiment", "trial_id", metric, TRAIN_TIME_ATTR, compute, "checkpoint") if c in best]
     best = best[cols].rename(columns={compute: "compute"})
     best["best_evals_total"] = best["compute"]
     ranked = _ranked(best, metric, mode).drop(columns=["best_evals_total"])
@@ -156,12 +190,13 @@ def best_within_budget(evaluations: pd.DataFrame, budget: float, metric: str | N
     return ranked.reset_index(drop=True)
 
 
-def compute_budgets(evaluations: pd.DataFrame, n: int = 4, metric: str | None = None,
-                    compute: str = COMPUTE) -> list[int]:
+def compute_budgets(
+    evaluations: pd.DataFrame, n: int = 4, metric: str | None = None, compute: str = COMPUTE
+) -> list[int]:
     """``n`` budgets (network evaluations), geometric from the smallest budget within which every
     evaluated trial has an evaluation (the largest first-evaluation compute) to the most compute
     any trial spent. Empty when nothing was evaluated."""
-    metric = metric or evaluations.attrs.get("metric") or "kid"
+    metric = metric or evaluations.attrs.get("metric") or DEFAULT_METRIC
     scored = scored_evaluations(evaluations, metric, compute)
     if not len(scored):
         return []
@@ -173,8 +208,13 @@ def compute_budgets(evaluations: pd.DataFrame, n: int = 4, metric: str | None = 
     return sorted({int(round(b)) for b in grid})
 
 
-def equal_compute_table(evaluations: pd.DataFrame, budgets: Iterable[float], metric: str | None = None,
-                        mode: str | None = None, compute: str = COMPUTE) -> pd.DataFrame:
+def equal_compute_table(
+    evaluations: pd.DataFrame,
+    budgets: Iterable[float],
+    metric: str | None = None,
+    mode: str | None = None,
+    compute: str = COMPUTE,
+) -> pd.DataFrame:
     """For each budget: how many trials had an evaluation within it, the best trial, its value,
     iterations and compute, and the runner-up's value. One row per budget."""
     metric, mode = _metric_mode(evaluations, metric, mode)
@@ -182,19 +222,23 @@ def equal_compute_table(evaluations: pd.DataFrame, budgets: Iterable[float], met
     for budget in budgets:
         ranked = best_within_budget(evaluations, budget, metric, mode, compute)
         top = ranked.iloc[0] if len(ranked) else None
-        rows.append({
-            "budget_evals": int(budget), "trials_within": len(ranked),
-            "best_trial": top["trial_id"] if top is not None else None,
-            metric: float(top[metric]) if top is not None else np.nan,
-            "iterations": float(top["iterations"]) if top is not None else np.nan,
-            "compute": float(top["compute"]) if top is not None else np.nan,
-            f"runner_up_{metric}": float(ranked.iloc[1][metric]) if len(ranked) > 1 else np.nan,
-        })
+        rows.append(
+            {
+                "budget_evals": int(budget),
+                "trials_within": len(ranked),
+                "best_trial": top["trial_id"] if top is not None else None,
+                metric: float(top[metric]) if top is not None else np.nan,
+                TRAIN_TIME_ATTR: float(top[TRAIN_TIME_ATTR]) if top is not None else np.nan,
+                "compute": float(top["compute"]) if top is not None else np.nan,
+                f"runner_up_{metric}": float(ranked.iloc[1][metric]) if len(ranked) > 1 else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def pareto_front(evaluations: pd.DataFrame, metric: str | None = None, mode: str | None = None,
-                 compute: str = COMPUTE) -> pd.DataFrame:
+def pareto_front(
+    evaluations: pd.DataFrame, metric: str | None = None, mode: str | None = None, compute: str = COMPUTE
+) -> pd.DataFrame:
     """Evaluations on the quality-versus-compute Pareto front: no other evaluation reached a better
     ``metric`` with the same or less compute. Sorted by compute (ascending); each step improves
     the metric strictly. Diverged records and non-finite values are left out; mixed protocols
@@ -205,8 +249,11 @@ def pareto_front(evaluations: pd.DataFrame, metric: str | None = None, mode: str
     if not len(points):
         return points.copy()
     signed = points[metric].astype(float) * (1 if mode == "min" else -1)
-    order = pd.DataFrame({"compute": points[compute].astype(float), "signed": signed}).sort_values(
-        ["compute", "signed"], kind="stable").index
+    order = (
+        pd.DataFrame({"compute": points[compute].astype(float), "signed": signed})
+        .sort_values(["compute", "signed"], kind="stable")
+        .index
+    )
     keep, best = [], math.inf
     for idx in order:
         if signed[idx] < best:
@@ -231,15 +278,16 @@ def _same(a: Any, b: Any) -> bool:
 
 def match_warm_starts(ranked: pd.DataFrame, warm_start: list[dict]) -> pd.DataFrame:
     """Which trial ran each warm-start point: ``warm_start`` is search.json's list of
-    ``{"label", "params"}``; a trial matches when every listed parameter equals its
-    ``config/<name>`` (floats to 1e-9 relative). Returns one row per point: label, trial_id
-    (missing, NaN, if no trial matches; the best ranked if several do)."""
+    ``{"label", "params"}`` (a sampler search's points also name their ``checkpoint``); a trial
+    matches when every value of the point equals its ``config/<name>`` (floats to 1e-9
+    relative). Returns one row per point: label, trial_id (missing, NaN, if no trial matches;
+    the best ranked if several do)."""
     rows = []
     for point in warm_start:
-        params = point.get("params") or {}
+        values = warm_point(point)
         match = None
         for _, trial in ranked.iterrows():
-            if params and all(_same(trial.get(f"config/{k}"), v) for k, v in params.items()):
+            if values and all(_same(trial.get(f"config/{k}"), v) for k, v in values.items()):
                 match = trial["trial_id"]
                 break
         rows.append({"label": point.get("label"), "trial_id": match})
@@ -247,38 +295,85 @@ def match_warm_starts(ranked: pd.DataFrame, warm_start: list[dict]) -> pd.DataFr
 
 
 def best_up_to(evaluations: pd.DataFrame, trial_id: str, iterations: float, metric: str, mode: str) -> float:
-    """The best ``metric`` of one trial among its evaluations at or before ``iterations``."""
+    """The best ``metric`` of one joint trial among its evaluations at or before ``iterations``."""
     mine = scored_evaluations(evaluations[evaluations["trial_id"] == trial_id], metric)
-    mine = mine[mine["iterations"] <= iterations]
+    mine = mine[mine[TRAIN_TIME_ATTR] <= iterations]
     pick = best_index(mine[metric], mode) if len(mine) else None
     return float(mine.loc[pick, metric]) if pick is not None else math.nan
 
 
-def compare_with_warm_starts(ranked: pd.DataFrame, evaluations: pd.DataFrame, warm_start: list[dict],
-                             metric: str | None = None, mode: str | None = None) -> pd.DataFrame:
+def _warm_row(
+    label: str,
+    trial_id: Any,
+    ranked: pd.DataFrame,
+    evaluations: pd.DataFrame,
+    best: pd.Series | None,
+    metric: str,
+    mode: str,
+) -> dict:
+    trial_id = trial_id if isinstance(trial_id, str) else None  # pandas turns a missing id into NaN
+    row: dict[str, Any] = {"setting": label, "trial_id": trial_id}
+    trial = ranked[ranked["trial_id"] == trial_id].iloc[0] if trial_id is not None else None
+    for key in ("rank", "status", TRAIN_TIME_ATTR, "best_iteration", metric):
+        row[key] = trial[key] if trial is not None else None
+    value = float(trial[metric]) if trial is not None else math.nan
+    best_value = float(best[metric]) if best is not None else math.nan
+    row["ratio"] = value / best_value if best_value != 0.0 and not math.isnan(best_value) else math.nan
+    both = trial is not None and best is not None
+    row["best_at_same_iterations"] = (
+        best_up_to(evaluations, best["trial_id"], float(trial[TRAIN_TIME_ATTR]), metric, mode) if both else math.nan
+    )
+    return row
+
+
+def compare_with_warm_starts(
+    ranked: pd.DataFrame,
+    evaluations: pd.DataFrame,
+    warm_start: list[dict],
+    metric: str | None = None,
+    mode: str | None = None,
+) -> pd.DataFrame:
     """The best trial beside each warm-start setting (e.g. the 2019 NCSN and NCSNv2 MNIST
-    settings): one row per setting with its trial, rank, status, iterations reached, its value,
-    ``ratio`` = its value / the best trial's value, and ``best_at_same_iterations``: the best
-    trial's value using only its evaluations up to the iterations that setting reached (a fair
-    comparison when ASHA stopped the setting early). Settings no trial ran have no trial_id."""
+    settings) of a joint search: one row per setting with its trial, rank, status, iterations
+    reached, its value, ``ratio`` = its value / the best trial's value, and
+    ``best_at_same_iterations``: the best trial's value using only its evaluations up to the
+    iterations that setting reached (a fair comparison when ASHA stopped the setting early).
+    Settings no trial ran have no trial_id."""
     metric, mode = _metric_mode(ranked, metric, mode)
     matches = match_warm_starts(ranked, warm_start)
     best = ranked.iloc[0] if len(ranked) and not pd.isna(ranked.iloc[0]["rank"]) else None
-    rows = []
-    settings = [("best found", best["trial_id"] if best is not None else None)] + list(matches.itertuples(index=False, name=None))
-    for label, trial_id in settings:
-        row = {"setting": label, "trial_id": trial_id}
-        trial_id = trial_id if isinstance(trial_id, str) else None  # pandas turns a missing id into NaN
-        row["trial_id"] = trial_id
-        trial = ranked[ranked["trial_id"] == trial_id].iloc[0] if trial_id is not None else None
-        for key in ("rank", "status", "iterations", "best_iteration", metric):
-            row[key] = trial[key] if trial is not None else None
-        value = float(trial[metric]) if trial is not None else math.nan
-        best_value = float(best[metric]) if best is not None else math.nan
-        row["ratio"] = value / best_value if best_value not in (0.0,) and not math.isnan(best_value) else math.nan
-        row["best_at_same_iterations"] = (best_up_to(evaluations, best["trial_id"], float(trial["iterations"]), metric, mode)
-                                          if trial is not None and best is not None else math.nan)
-        rows.append(row)
-    out = pd.DataFrame(rows)
+    settings = [
+        ("best found", best["trial_id"] if best is not None else None),
+        *matches.itertuples(index=False, name=None),
+    ]
+    out = pd.DataFrame(
+        [_warm_row(label, trial_id, ranked, evaluations, best, metric, mode) for label, trial_id in settings]
+    )
     out.attrs.update(metric=metric, mode=mode)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# One look of a sampler search (one sample count: one protocol)
+
+
+def at_look(evaluations: pd.DataFrame, look: int, metric: str, mode: str, time_attr: str) -> pd.DataFrame:
+    """The scored evaluations at one look (``evaluations[time_attr] == look``), best first; ties
+    by network evaluations per sample, then trial id."""
+    rows = scored_evaluations(evaluations, metric)
+    rows = rows[rows[time_attr] == look]
+    signed = pd.to_numeric(rows[metric], errors="coerce").astype(float) * (1 if mode == "min" else -1)
+    return rows.assign(_key=signed).sort_values(["_key", "nfe_per_sample", "trial_id"]).drop(columns="_key")
+
+
+def compare_at_common_look(
+    evaluations: pd.DataFrame, a: str, b: str, metric: str, time_attr: str
+) -> tuple[int | None, float, float]:
+    """(largest look both trials reached with a finite value, a's value there, b's value there);
+    (None, nan, nan) when they share no look."""
+    rows = scored_evaluations(evaluations, metric)
+    common = sorted(set(rows.loc[rows["trial_id"] == a, time_attr]) & set(rows.loc[rows["trial_id"] == b, time_attr]))
+    if not common:
+        return None, math.nan, math.nan
+    at = rows[rows[time_attr] == common[-1]].set_index("trial_id")[metric]
+    return int(common[-1]), float(at[a]), float(at[b])

@@ -1,6 +1,6 @@
 """Fetch MNIST into the cache folder once and verify every file by SHA-256.
 
-    python platform/prepare_data.py [--root DIR]
+Usage: python platform/prepare_data.py [--root DIR]
 """
 
 import argparse
@@ -25,8 +25,7 @@ def main() -> int:
     for train in (True, False):
         images, labels = load_mnist(train, folder)
         split = "train" if train else "test"
-        print(f"{split}: {images.shape[0]} images {tuple(images.shape[1:])}, "
-              f"label counts {labels.bincount().tolist()}")
+        print(f"{split}: {images.shape[0]} images {tuple(images.shape[1:])}, label counts {labels.bincount().tolist()}")
     print(f"MNIST ready in {folder} ({time.perf_counter() - start:.1f} s)")
     return 0
 

@@ -21,8 +21,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--storage-path", default="./runs", help="where experiment folders go (default ./runs)")
     p.add_argument("--name", help="experiment name (default: the spec's name)")
     p.add_argument("--num-trials", type=int, help="override the number of trials")
-    p.add_argument("--budget", choices=["auto", "preview", "full"], default="auto",
-                   help="auto: full budget with GPUs, the CPU preview without (default)")
+    p.add_argument(
+        "--budget",
+        choices=["auto", "preview", "full"],
+        default="auto",
+        help="auto: full budget with GPUs, the CPU preview without (default)",
+    )
     p.add_argument("--address", help="join an existing Ray cluster (default: start a local one)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment of this name")
     p.add_argument("--smoke-test", action="store_true", help="a tiny run of this spec (about a minute on a CPU)")
@@ -55,20 +59,32 @@ def main(argv=None) -> int:
         spec = load_spec(args.space)
     except SpecError as err:
         return fail(str(err))
-    from search_spaces.runner import SearchOptions, is_incomplete, run_search, summarize
+    from search_spaces.experiment import SearchOptions, is_incomplete
+    from search_spaces.runner import run_search
 
     options = SearchOptions(
-        storage_path=args.storage_path, name=args.name, num_trials=args.num_trials, budget=args.budget,
-        address=args.address, resume=args.resume, smoke_test=args.smoke_test,
-        dashboard=not args.no_dashboard, dashboard_port=args.dashboard_port, verbose=args.verbose,
-        calibrate=not args.no_calibration, report=not args.no_report,
-        checkpoint=args.checkpoint, top_k=args.top_k,
+        storage_path=args.storage_path,
+        name=args.name,
+        num_trials=args.num_trials,
+        budget=args.budget,
+        address=args.address,
+        resume=args.resume,
+        smoke_test=args.smoke_test,
+        dashboard=not args.no_dashboard,
+        dashboard_port=args.dashboard_port,
+        verbose=args.verbose,
+        calibrate=not args.no_calibration,
+        report=not args.no_report,
+        checkpoint=args.checkpoint,
+        top_k=args.top_k,
     )
     try:
         spec, exp_dir, results = run_search(spec, options)
     except ValueError as err:
         return fail(str(err))
-    print(summarize(spec, exp_dir, results, write_report=options.report))
+    from analysis.summary import closing_summary
+
+    print(closing_summary(exp_dir, write_report=options.report))
     return 130 if is_incomplete(spec, results) else 0
 
 

@@ -1,6 +1,6 @@
-"""Search spaces: the shipped YAML files and the code that validates them (see spec.py).
+"""Search spaces: the shipped YAML files and the code that validates them and runs searches.
 
-Public names are re-exported from :mod:`search_spaces.spec` lazily, so that
+Public names of the spec are re-exported from :mod:`search_spaces.spec` lazily, so that
 ``python -m search_spaces.spec`` runs the module once (an eager import here would load it twice).
 """
 
@@ -8,22 +8,21 @@ from __future__ import annotations
 
 __all__ = [
     "BUDGET_KEYS",
-    "PARAMS",
     "SPACES_DIR",
     "Budget",
-    "KnownParam",
     "OptunaSpace",
     "ParamSpec",
     "Resources",
+    "SamplerSearchSpec",
     "SchedulerSpec",
     "SearchSpec",
     "SearcherSpec",
     "SpecError",
     "WarmStart",
-    "default_config",
     "load_spec",
     "make_sampler",
     "make_space_fn",
+    "override",
     "parse_spec",
     "parse_spec_text",
     "resolve_spec_path",
@@ -31,6 +30,7 @@ __all__ = [
     "tune_settings",
     "warm_start_points",
     "warm_starts",
+    "with_preview",
 ]
 
 

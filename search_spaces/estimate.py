@@ -7,6 +7,9 @@ device a trial would use here. The estimate scales them by the budget:
     per trial  = iterations * t_iter + evaluations * (eval_samples * nfe * t_eval + t_score)
     search     = num_trials * per trial / concurrent trials   (no early stopping: an upper bound)
     ASHA floor = every trial stopped at the first rung (grace_period iterations)
+
+A sampler search (:func:`sampler_cost_bound`) is bounded by every trial scoring the last look
+at the largest number of network evaluations per sample, timed on its first checkpoint.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from search_spaces.spec import ParamSpec, SearchSpec, default_config
+from search_spaces.schema import ParamSpec, SearchSpec
+from trainables.params import defaults
 
 
 def typical_value(param: ParamSpec):
@@ -33,7 +38,7 @@ def typical_value(param: ParamSpec):
 
 
 def typical_config(spec: SearchSpec) -> dict:
-    config = {**default_config(), **spec.fixed}
+    config = {**defaults(), **spec.fixed}
     config.update({name: typical_value(p) for name, p in spec.params.items()})
     return config
 
@@ -109,10 +114,16 @@ def _measure(spec: SearchSpec, budget, warmup: int, iters: int) -> CostEstimate:
     first_rung = spec.scheduler.grace_period
     per_trial_floor = first_rung * seconds_per_iteration + math.ceil(first_rung / spec.budget.eval_every) * per_eval
     return CostEstimate(
-        device=str(trainer.device), seconds_per_iteration=seconds_per_iteration,
-        seconds_per_image_eval=seconds_per_image_eval, seconds_per_scoring=seconds_per_scoring,
-        nfe_per_sample=nfe, per_trial_s=per_trial, concurrent=concurrent,
-        upper_bound_s=waves * per_trial, asha_floor_s=waves * per_trial_floor, config=config,
+        device=str(trainer.device),
+        seconds_per_iteration=seconds_per_iteration,
+        seconds_per_image_eval=seconds_per_image_eval,
+        seconds_per_scoring=seconds_per_scoring,
+        nfe_per_sample=nfe,
+        per_trial_s=per_trial,
+        concurrent=concurrent,
+        upper_bound_s=waves * per_trial,
+        asha_floor_s=waves * per_trial_floor,
+        config=config,
     )
 
 
@@ -125,14 +136,62 @@ def _duration(seconds: float) -> str:
 
 
 def format_estimate(e: CostEstimate) -> str:
-    return "\n".join([
-        f"cost estimate (calibrated on {e.device} with a typical trial: ngf={e.config.get('ngf')}, "
-        f"batch {e.config.get('batch_size')}, L={e.config.get('num_levels')}, T={e.config.get('n_steps_each')}):",
-        f"  training {e.seconds_per_iteration * 1e3:.1f} ms/iteration, sampling "
-        f"{e.seconds_per_image_eval * 1e3:.2f} ms per image per network pass ({e.nfe_per_sample} passes/sample), "
-        f"scoring {e.seconds_per_scoring:.2f} s per evaluation",
-        f"  one full trial ~{_duration(e.per_trial_s)}; the search, {e.concurrent} at a time: "
-        f"at most ~{_duration(e.upper_bound_s)} without early stopping, "
-        f"~{_duration(e.asha_floor_s)} if ASHA stopped every trial at its first rung "
-        f"(measured here; concurrent trials share the cores, so CPU runs take longer)",
-    ])
+    return "\n".join(
+        [
+            f"cost estimate (calibrated on {e.device} with a typical trial: ngf={e.config.get('ngf')}, "
+            f"batch {e.config.get('batch_size')}, L={e.config.get('num_levels')}, T={e.config.get('n_steps_each')}):",
+            f"  training {e.seconds_per_iteration * 1e3:.1f} ms/iteration, sampling "
+            f"{e.seconds_per_image_eval * 1e3:.2f} ms per image per network pass ({e.nfe_per_sample} passes/sample), "
+            f"scoring {e.seconds_per_scoring:.2f} s per evaluation",
+            f"  one full trial ~{_duration(e.per_trial_s)}; the search, {e.concurrent} at a time: "
+            f"at most ~{_duration(e.upper_bound_s)} without early stopping, "
+            f"~{_duration(e.asha_floor_s)} if ASHA stopped every trial at its first rung "
+            f"(measured here; concurrent trials share the cores, so CPU runs take longer)",
+        ]
+    )
+
+
+def sampler_cost_bound(
+    num_trials: int, samples: tuple[int, ...], nfe: int, max_concurrent: int, checkpoint: Path | None, threads: int
+) -> str:
+    """One line: the network evaluations of a sampler search without early stopping (every trial
+    to the last look at ``nfe`` evaluations per sample), and their time from one measured batch
+    on ``checkpoint`` with a trial's ``threads`` (no measurement when it is None)."""
+    total = num_trials * samples[-1] * nfe
+    line = (
+        f"cost bound: {num_trials} trials x {samples[-1]} samples x {nfe} network "
+        f"evaluations per sample = {total:,} network evaluations without early stopping; ASHA stops "
+        f"most trials after {samples[0]} samples"
+    )
+    if checkpoint is not None:
+        seconds = _seconds_per_image_eval(checkpoint, threads)
+        line += (
+            f"; measured {seconds * 1e3:.2f} ms per image per network pass here, so at most "
+            f"~{total * seconds / 3600:.2f} h of one trial's share, {max_concurrent} trials at a time"
+        )
+    return line
+
+
+def _seconds_per_image_eval(checkpoint: Path, threads: int, batch: int = 32) -> float:
+    """Seconds per image per network pass of a frozen checkpoint, with a trial's CPU share."""
+    import torch
+
+    from trainables.sampler_trainable import FrozenCheckpoint
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        frozen = FrozenCheckpoint(checkpoint)
+        size = frozen.trainer.config.image_size
+        x = torch.rand(batch, 1, size, size, device=frozen.trainer.device)
+        level = torch.zeros(batch, dtype=torch.long, device=frozen.trainer.device)
+        score = frozen.score_fn()
+        with torch.inference_mode():
+            score(x, level)  # warm-up
+            start = time.perf_counter()
+            score(x, level)
+            if x.device.type == "cuda":
+                torch.cuda.synchronize(x.device)
+        return (time.perf_counter() - start) / batch
+    finally:
+        torch.set_num_threads(saved)

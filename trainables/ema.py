@@ -62,7 +62,7 @@ class EMA:
         return copy.deepcopy(self.module)
 
     class _Swap:
-        def __init__(self, ema: "EMA", model: nn.Module):
+        def __init__(self, ema: EMA, model: nn.Module):
             self.ema, self.model, self.saved = ema, model, None
 
         def __enter__(self):
@@ -74,7 +74,7 @@ class EMA:
             self.model.load_state_dict(self.saved)
             return False
 
-    def swapped(self, model: nn.Module) -> "EMA._Swap":
+    def swapped(self, model: nn.Module) -> EMA._Swap:
         """Context manager: ``model`` holds the EMA weights inside, its own weights again after."""
         return EMA._Swap(self, model)
 

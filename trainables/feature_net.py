@@ -1,6 +1,6 @@
 """The fixed MNIST feature network used to score samples (FID, KID, IS, precision/recall).
 
-A small LeNet-style classifier (NCSN.md, "Measuring sample quality": MNIST practice is a classifier
+A small LeNet-style classifier (docs/NCSN.md, "Measuring sample quality": MNIST practice is a classifier
 trained on MNIST, not Inception). Its 64-d penultimate layer is the feature space for the Frechet
 and kernel distances and the k-NN manifolds; its softmax gives the classifier-based Inception
 Score and the class histogram.
@@ -31,7 +31,7 @@ FEATURE_NET_SHA256 = "504eab309308785f2d02505e829d4f036288fe24660f6f465fa22456ca
 WEIGHTS_PATH = Path(__file__).resolve().parent / "assets" / "feature_net.pt"
 NUM_FEATURES = 64
 NUM_CLASSES = 10
-# MNIST pixel statistics (NCSN.md, "MNIST data"); inputs arrive in [0, 1].
+# MNIST pixel statistics (docs/NCSN.md, "MNIST data"); inputs arrive in [0, 1].
 _PIXEL_MEAN, _PIXEL_STD = 0.1307, 0.3081
 
 
@@ -129,7 +129,7 @@ def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_s
     net.eval()
     correct = 0
     for i in range(0, len(images), batch_size):
-        correct += (net(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum().item()
+        correct += (net(images[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum().item()
     return correct / len(images)
 
 
@@ -162,7 +162,7 @@ def train_feature_net(
         perm = torch.randperm(len(images), generator=gen)
         total = torch.zeros(())
         for i in range(steps_per_epoch):
-            idx = perm[i * batch_size:(i + 1) * batch_size]
+            idx = perm[i * batch_size : (i + 1) * batch_size]
             x = _random_shift(images[idx], max_shift, gen) if max_shift > 0 else images[idx]
             loss = F.cross_entropy(net(x), labels[idx])
             opt.zero_grad(set_to_none=True)
@@ -189,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("feature_net.pt"), help="where --train writes the weights")
-    p.add_argument("--weights", type=Path, default=None,
-                   help="file for --evaluate (default: the shipped one, hash-checked)")
+    p.add_argument(
+        "--weights", type=Path, default=None, help="file for --evaluate (default: the shipped one, hash-checked)"
+    )
     args = p.parse_args(argv)
     if args.epochs < 1:
         p.error(f"--epochs={args.epochs}: must be >= 1")

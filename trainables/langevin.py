@@ -146,9 +146,7 @@ def anneal_langevin(
         shape = tuple(x_init.shape) if isinstance(x_init, torch.Tensor) else type(x_init).__name__
         raise ValueError(f"x_init must be a floating tensor [B, ...] with at least 2 dims, got {shape}")
     if generator is not None and generator.device.type != x_init.device.type:
-        raise ValueError(
-            f"generator must live on x_init's device {x_init.device}, got {generator.device}"
-        )
+        raise ValueError(f"generator must live on x_init's device {x_init.device}, got {generator.device}")
     visit = _check_levels(levels, len(sigma_values))
     total_steps = len(visit) * n_steps_each
     if not _is_int(n_frames) or not 0 <= n_frames <= total_steps:

@@ -44,26 +44,26 @@ ERROR_FILE = "error.txt"
 CHECKPOINT_GLOB = "checkpoint_*"
 
 # --- a checkpoint folder (the trainables' files) --------------------------------------------
-STATE_FILE = "state.pt"            # training state: model, EMA, optimiser, step, RNG
-METRICS_FILE = "metrics.json"      # {"metrics", "counters", "config"[, "sampler"]}
-SAMPLES_FILE = "samples.png"       # the scored sample grid
+STATE_FILE = "state.pt"  # training state: model, EMA, optimiser, step, RNG
+METRICS_FILE = "metrics.json"  # {"metrics", "counters", "config"[, "sampler"]}
+SAMPLES_FILE = "samples.png"  # the scored sample grid
 TRAJECTORY_FILE = "trajectory.png"  # a Langevin trajectory strip
-SAMPLES_TENSOR = "samples.pt"      # a sampler trial's samples so far (resumes a look)
+SAMPLES_TENSOR = "samples.pt"  # a sampler trial's samples so far (resumes a look)
 
 # --- experiment kinds, written into search.json as "kind" -----------------------------------
-JOINT = "joint"      # trains networks and samples from them
+JOINT = "joint"  # trains networks and samples from them
 SAMPLER = "sampler"  # tunes only the sampler on frozen checkpoints
 KINDS = (JOINT, SAMPLER)
 
 # --- ASHA's time attribute of each kind (a key of every reported result) ---------------------
-TRAIN_TIME_ATTR = "iterations"        # training iterations
+TRAIN_TIME_ATTR = "iterations"  # training iterations
 SAMPLER_TIME_ATTR = "samples_scored"  # samples drawn and scored so far
 TIME_ATTRS = {JOINT: TRAIN_TIME_ATTR, SAMPLER: SAMPLER_TIME_ATTR}
 
 # --- warm-start labels ----------------------------------------------------------------------
-WARM_2019 = "ncsn_2019_mnist"          # joint: the 2019 NCSN MNIST setting
-WARM_NCSNV2 = "ncsnv2_mnist"           # joint: the NCSNv2 recommended setting
-WARM_TRAINED_WITH = "trained_with"     # sampler: the checkpoint's own sampler
+WARM_2019 = "ncsn_2019_mnist"  # joint: the 2019 NCSN MNIST setting
+WARM_NCSNV2 = "ncsnv2_mnist"  # joint: the NCSNv2 recommended setting
+WARM_TRAINED_WITH = "trained_with"  # sampler: the checkpoint's own sampler
 WARM_TECHNIQUE4 = "ncsnv2_technique4"  # sampler: NCSNv2 technique-4 step, final denoising
 WARM_START_NAMES = {
     WARM_2019: "the 2019 NCSN MNIST setting (Song & Ermon 2019)",
@@ -73,10 +73,10 @@ WARM_START_NAMES = {
 }
 
 # --- trial statuses, derived from a trial folder's files ------------------------------------
-FINISHED = "finished"      # reached the budget (iterations, or the last look)
-STOPPED = "stopped"        # ended early by ASHA
-DIVERGED = "diverged"      # a non-finite loss or chain ended it (stop_reason says where)
-ERRORED = "errored"        # raised (Ray wrote error.txt, or the experiment state says ERROR)
+FINISHED = "finished"  # reached the budget (iterations, or the last look)
+STOPPED = "stopped"  # ended early by ASHA
+DIVERGED = "diverged"  # a non-finite loss or chain ended it (stop_reason says where)
+ERRORED = "errored"  # raised (Ray wrote error.txt, or the experiment state says ERROR)
 UNFINISHED = "unfinished"  # no final result yet: still running, or its run was interrupted
 STATUSES = (FINISHED, STOPPED, DIVERGED, ERRORED, UNFINISHED)
 

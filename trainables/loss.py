@@ -5,7 +5,7 @@ All quantities are in [0, 1] image units: x in [0, 1], sigmas in the same units,
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -21,7 +21,7 @@ network's output is divided by the level's sigma.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -220,9 +220,7 @@ class CondRCUBlock(nn.Module):
         for _ in range(n_blocks):
             stages = nn.ModuleList()
             for _ in range(n_stages):
-                stages.append(
-                    nn.ModuleList([norm_cls(features, num_levels), _conv3x3(features, features, bias=False)])
-                )
+                stages.append(nn.ModuleList([norm_cls(features, num_levels), _conv3x3(features, features, bias=False)]))
             self.blocks.append(stages)
 
     def forward(self, x, level_idx):
@@ -323,9 +321,7 @@ class CondRefineNetDilated(nn.Module):
         if not isinstance(image_size, int) or image_size < 4 or image_size % 2:
             raise ValueError(f"image_size must be an even integer >= 4, got {image_size!r}")
         if noise_conditioning not in NOISE_CONDITIONINGS:
-            raise ValueError(
-                f"noise_conditioning must be one of {NOISE_CONDITIONINGS}, got {noise_conditioning!r}"
-            )
+            raise ValueError(f"noise_conditioning must be one of {NOISE_CONDITIONINGS}, got {noise_conditioning!r}")
         self.ngf, self.num_levels, self.channels, self.image_size = ngf, num_levels, channels, image_size
         self.noise_conditioning = noise_conditioning
 
@@ -334,9 +330,7 @@ class CondRefineNetDilated(nn.Module):
                 raise ValueError("noise_conditioning='sigma' needs sigmas, got None")
             sigmas = torch.as_tensor(sigmas, dtype=torch.float32).flatten()
             if sigmas.numel() != num_levels or not bool((sigmas > 0).all()):
-                raise ValueError(
-                    f"sigmas must be {num_levels} positive values, got {sigmas.tolist()!r}"
-                )
+                raise ValueError(f"sigmas must be {num_levels} positive values, got {sigmas.tolist()!r}")
             norm_cls = InstanceNormPlus
         else:
             norm_cls = CondInstanceNormPlus

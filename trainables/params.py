@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 TRAINING, SAMPLER, RUNTIME = "training", "sampler", "runtime"
 SCOPES = (TRAINING, SAMPLER, RUNTIME)
@@ -70,7 +71,8 @@ class Setting:
         if self.values is not None and value not in self.values:
             if self.pattern is None or not re.fullmatch(self.pattern, str(value)):
                 return f"must be one of {', '.join(map(repr, self.values))}" + (
-                    f" or match {self.pattern}" if self.pattern else "")
+                    f" or match {self.pattern}" if self.pattern else ""
+                )
         if self.low is not None:
             if value < self.low or (self.low_open and value == self.low):
                 return f"must be {'>' if self.low_open else '>='} {self.low:g}"
@@ -92,10 +94,12 @@ class Setting:
 
 SETTINGS: dict[str, Setting] = {
     # --- training ---------------------------------------------------------------------------
-    "sigma_begin": Setting(float, 1.0, "largest noise level sigma_1, in [0, 1] pixel units", TRAINING,
-                           low=0.0, low_open=True),
-    "sigma_end": Setting(float, 0.01, "smallest noise level sigma_L, in [0, 1] pixel units", TRAINING,
-                         low=0.0, low_open=True),
+    "sigma_begin": Setting(
+        float, 1.0, "largest noise level sigma_1, in [0, 1] pixel units", TRAINING, low=0.0, low_open=True
+    ),
+    "sigma_end": Setting(
+        float, 0.01, "smallest noise level sigma_L, in [0, 1] pixel units", TRAINING, low=0.0, low_open=True
+    ),
     "num_levels": Setting(int, 10, "number L of geometric noise levels", TRAINING, low=2),
     "batch_size": Setting(int, 128, "training images per step", TRAINING, low=1),
     "lr": Setting(float, 1e-3, "Adam learning rate", TRAINING, low=0.0, low_open=True),
@@ -103,39 +107,73 @@ SETTINGS: dict[str, Setting] = {
     "beta2": Setting(float, 0.999, "Adam beta2", TRAINING, low=0.0, high=1.0, high_open=True),
     "weight_decay": Setting(float, 0.0, "Adam (L2) weight decay", TRAINING, low=0.0),
     "anneal_power": Setting(float, 2.0, "loss weight sigma_i^p; 2 weights levels equally", TRAINING, low=0.0),
-    "ema": Setting(float, 0.0, "EMA momentum of the weights used for sampling; 0 = off", TRAINING,
-                   low=0.0, high=1.0, high_open=True),
+    "ema": Setting(
+        float,
+        0.0,
+        "EMA momentum of the weights used for sampling; 0 = off",
+        TRAINING,
+        low=0.0,
+        high=1.0,
+        high_open=True,
+    ),
     "grad_clip": Setting(float, 0.0, "max global gradient norm; 0 = no clipping", TRAINING, low=0.0),
     "ngf": Setting(int, 64, "base width of the score network", TRAINING, low=8),
     "image_size": Setting(int, 28, "H = W of the network input (32 pads MNIST)", TRAINING, values=(28, 32)),
-    "noise_conditioning": Setting(str, "level", "'level': conditional norms (NCSN); 'sigma': output / "
-                                  "sigma_i (NCSNv2)", TRAINING, values=("level", "sigma")),
+    "noise_conditioning": Setting(
+        str,
+        "level",
+        "'level': conditional norms (NCSN); 'sigma': output / sigma_i (NCSNv2)",
+        TRAINING,
+        values=("level", "sigma"),
+    ),
     # --- sampler ----------------------------------------------------------------------------
-    "step_lr": Setting(float, 2e-5, "Langevin step eps, code convention: alpha_i = eps * (sigma_i / "
-                       "sigma_L)^2", SAMPLER, low=0.0, low_open=True),
+    "step_lr": Setting(
+        float,
+        2e-5,
+        "Langevin step eps, code convention: alpha_i = eps * (sigma_i / sigma_L)^2",
+        SAMPLER,
+        low=0.0,
+        low_open=True,
+    ),
     "n_steps_each": Setting(int, 100, "Langevin steps T per noise level", SAMPLER, low=1),
     "denoise": Setting(bool, False, "final denoising step x + sigma_L^2 s(x, L-1)", SAMPLER),
-    "skip_levels": Setting(int, 0, "largest noise levels the sampler skips (truncated ladder)", SAMPLER,
-                           low=0, frozen_only=True),
-    "level_stride": Setting(int, 1, "the sampler visits every k-th level, always ending at sigma_L "
-                            "(sub-sampled ladder)", SAMPLER, low=1, frozen_only=True),
+    "skip_levels": Setting(
+        int, 0, "largest noise levels the sampler skips (truncated ladder)", SAMPLER, low=0, frozen_only=True
+    ),
+    "level_stride": Setting(
+        int,
+        1,
+        "the sampler visits every k-th level, always ending at sigma_L (sub-sampled ladder)",
+        SAMPLER,
+        low=1,
+        frozen_only=True,
+    ),
     # --- runtime ----------------------------------------------------------------------------
     "seed": Setting(int, 0, "seeds weights, batches, noise levels and noise", RUNTIME, low=0),
-    "device": Setting(str, "auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'", RUNTIME,
-                      values=("auto", "cpu", "cuda"), pattern=r"cuda:\d+"),
-    "amp": Setting(bool, None, "bf16 autocast for the network; null = on for CUDA, off for CPU", RUNTIME,
-                   nullable=True),
+    "device": Setting(
+        str,
+        "auto",
+        "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'",
+        RUNTIME,
+        values=("auto", "cpu", "cuda"),
+        pattern=r"cuda:\d+",
+    ),
+    "amp": Setting(
+        bool, None, "bf16 autocast for the network; null = on for CUDA, off for CPU", RUNTIME, nullable=True
+    ),
     "compile": Setting(bool, False, "torch.compile the network (training and sampling)", RUNTIME),
-    "channels_last": Setting(bool, True, "NHWC memory format (faster convs and pooling on CPU and CUDA)",
-                             RUNTIME),
+    "channels_last": Setting(bool, True, "NHWC memory format (faster convs and pooling on CPU and CUDA)", RUNTIME),
 }
 
 
 def names(*scopes: str, frozen_only: bool | None = None) -> tuple[str, ...]:
     """Names of the settings in ``scopes`` (all when none is given), in table order.
     frozen_only=False leaves out the frozen-checkpoint-only settings, True keeps only those."""
-    return tuple(name for name, s in SETTINGS.items()
-                 if (not scopes or s.scope in scopes) and (frozen_only is None or s.frozen_only == frozen_only))
+    return tuple(
+        name
+        for name, s in SETTINGS.items()
+        if (not scopes or s.scope in scopes) and (frozen_only is None or s.frozen_only == frozen_only)
+    )
 
 
 # A search-space file may search or fix these: every training setting and the sampler settings

@@ -68,7 +68,7 @@ class Reference:
     cache_name: str | None = None
 
     @classmethod
-    def from_features(cls, features: torch.Tensor, sha256: str) -> "Reference":
+    def from_features(cls, features: torch.Tensor, sha256: str) -> Reference:
         f64 = features.double()
         return cls(features.float(), f64.mean(0), torch.cov(f64.T), sha256)
 
@@ -88,7 +88,7 @@ def _embed(images: torch.Tensor, device: str, batch_size: int = 2000) -> tuple[t
     net = _net(device)
     feats, logits = [], []
     for i in range(0, len(images), batch_size):
-        f = net.features(images[i:i + batch_size].to(device, torch.float32))
+        f = net.features(images[i : i + batch_size].to(device, torch.float32))
         feats.append(f)
         logits.append(net.logits_from_features(f))
     return torch.cat(feats), torch.cat(logits)
@@ -140,8 +140,16 @@ def mnist_test_reference(device: str = "cpu") -> Reference:
 
         images, _ = load_mnist(train=False)
         ref = reference_from_images(images.float() / 255.0, "cpu")
-        _save_atomic({"features": ref.features.cpu(), "mean": ref.mean, "cov": ref.cov,
-                      "reference_sha256": ref.sha256, "feature_net_sha256": FEATURE_NET_SHA256}, path)
+        _save_atomic(
+            {
+                "features": ref.features.cpu(),
+                "mean": ref.mean,
+                "cov": ref.cov,
+                "reference_sha256": ref.sha256,
+                "feature_net_sha256": FEATURE_NET_SHA256,
+            },
+            path,
+        )
     return Reference(ref.features.to(device), ref.mean, ref.cov, ref.sha256, cache_name="mnist-test")
 
 
@@ -155,8 +163,9 @@ def _save_atomic(obj, path: Path) -> None:
 _KID_TERMS: dict[tuple, torch.Tensor] = {}
 
 
-def _cached_kid_terms(ref: Reference, ref_feats: torch.Tensor, n_sample: int, n_subsets: int,
-                      subset_size: int, seed: int) -> torch.Tensor:
+def _cached_kid_terms(
+    ref: Reference, ref_feats: torch.Tensor, n_sample: int, n_subsets: int, subset_size: int, seed: int
+) -> torch.Tensor:
     """:func:`reference_kid_terms` for this evaluation's subsets, kept in memory and, for a
     reference with a ``cache_name``, on disk (they depend only on the reference and the seed)."""
     ref_idx, _ = kid_subsets(n_sample, len(ref_feats), n_subsets, subset_size, seed)
@@ -232,8 +241,9 @@ def _stream_seed(seed: int, stream: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{stream}".encode()).digest()[:8], "little") >> 1
 
 
-def kid_subsets(n_sample: int, n_reference: int, n_subsets: int, subset_size: int,
-                seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def kid_subsets(
+    n_sample: int, n_reference: int, n_subsets: int, subset_size: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Index sets for KID: (reference [n_subsets, m], sample [n_subsets, m]) with
     m = min(subset_size, n_sample, n_reference), each row drawn without replacement.
 
@@ -254,8 +264,14 @@ def reference_kid_terms(reference: torch.Tensor, ref_idx: torch.Tensor) -> torch
     return torch.stack([_offdiag_mean(reference[i.to(reference.device)]) for i in ref_idx]).cpu()
 
 
-def kernel_distance(sample: torch.Tensor, reference: torch.Tensor, n_subsets: int, subset_size: int,
-                    seed: int, reference_terms: torch.Tensor | None = None) -> tuple[float, float, int]:
+def kernel_distance(
+    sample: torch.Tensor,
+    reference: torch.Tensor,
+    n_subsets: int,
+    subset_size: int,
+    seed: int,
+    reference_terms: torch.Tensor | None = None,
+) -> tuple[float, float, int]:
     """KID: mean and population std of :func:`mmd2_unbiased` over the :func:`kid_subsets` pairs.
 
     ``sample`` [N, d], ``reference`` [M, d]; returns (mean, std, m). Kernels are evaluated in the
@@ -272,13 +288,18 @@ def kernel_distance(sample: torch.Tensor, reference: torch.Tensor, n_subsets: in
         raise ValueError(f"reference_terms: expected shape [{n_subsets}], got {list(yy.shape)}")
     if m == len(sample):
         xx = _offdiag_mean(sample).cpu().expand(n_subsets)
-        ref_sums = torch.cat([_poly_kernel(reference[j:j + _CHUNK], sample).sum(1).double()
-                              for j in range(0, len(reference), _CHUNK)]).cpu()
+        ref_sums = torch.cat(
+            [_poly_kernel(reference[j : j + _CHUNK], sample).sum(1).double() for j in range(0, len(reference), _CHUNK)]
+        ).cpu()
         xy = ref_sums[ref_idx].sum(1) / (m * m)
     else:
         xx = torch.stack([_offdiag_mean(sample[i.to(sample.device)]) for i in smp_idx]).cpu()
-        xy = torch.stack([_kernel_sum(sample[i.to(sample.device)], reference[j.to(reference.device)])
-                          for i, j in zip(smp_idx, ref_idx)]).cpu() / (m * m)
+        xy = torch.stack(
+            [
+                _kernel_sum(sample[i.to(sample.device)], reference[j.to(reference.device)])
+                for i, j in zip(smp_idx, ref_idx)
+            ]
+        ).cpu() / (m * m)
     values = xx + yy - 2 * xy
     # population std, as torchmetrics reports it (0 for one subset rather than NaN)
     return values.mean().item(), values.std(correction=0).item(), m
@@ -289,7 +310,7 @@ def _nn_radii(x: torch.Tensor, ks: tuple[int, ...]) -> list[torch.Tensor]:
     out = []
     for i in range(0, len(x), _CHUNK):
         # the point itself is the smallest (0), so the k-th other neighbour is at sorted index k
-        out.append(torch.cdist(x[i:i + _CHUNK], x).topk(max(ks) + 1, dim=1, largest=False).values)
+        out.append(torch.cdist(x[i : i + _CHUNK], x).topk(max(ks) + 1, dim=1, largest=False).values)
     d = torch.cat(out)
     return [d[:, k] for k in ks]
 
@@ -302,8 +323,10 @@ def manifold_metrics(real: torch.Tensor, fake: torch.Tensor, k_pr: int = PR_K, k
     Kynkaanniemi et al.'s definition). Distances are float32: errors ~1e-6 of a typical radius.
     """
     if min(len(real), len(fake)) <= max(k_pr, k_dc):
-        raise ValueError(f"manifold metrics need more than {max(k_pr, k_dc)} points per side, "
-                         f"got {len(real)} real and {len(fake)} fake")
+        raise ValueError(
+            f"manifold metrics need more than {max(k_pr, k_dc)} points per side, "
+            f"got {len(real)} real and {len(fake)} fake"
+        )
     real, fake = real.float(), fake.float()
     r_pr, r_dc = _nn_radii(real, (k_pr, k_dc))
     (f_pr,) = _nn_radii(fake, (k_pr,))
@@ -311,10 +334,10 @@ def manifold_metrics(real: torch.Tensor, fake: torch.Tensor, k_pr: int = PR_K, k
     recalled = torch.zeros(len(real), dtype=torch.bool, device=real.device)
     nearest_fake = torch.full((len(real),), math.inf, device=real.device)
     for i in range(0, len(fake), _CHUNK):
-        d = torch.cdist(fake[i:i + _CHUNK], real)  # [chunk, m]
+        d = torch.cdist(fake[i : i + _CHUNK], real)  # [chunk, m]
         in_precision += (d <= r_pr).any(1).sum().item()
         in_density += (d <= r_dc).sum().item()
-        recalled |= (d <= f_pr[i:i + _CHUNK, None]).any(0)
+        recalled |= (d <= f_pr[i : i + _CHUNK, None]).any(0)
         nearest_fake = torch.minimum(nearest_fake, d.min(0).values)
     return {
         "precision": in_precision / len(fake),
@@ -345,8 +368,9 @@ def class_coverage(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> tupl
 
 def _check_images(images, name: str = "images") -> None:
     if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise ValueError(f"{name}: expected a float tensor, got {type(images).__name__} "
-                         f"{getattr(images, 'dtype', '')}".rstrip())
+        raise ValueError(
+            f"{name}: expected a float tensor, got {type(images).__name__} {getattr(images, 'dtype', '')}".rstrip()
+        )
     if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28) or len(images) < 2:
         raise ValueError(f"{name}: expected shape [N >= 2, 1, 28, 28], got {list(images.shape)}")
     if not torch.isfinite(images).all():
@@ -432,7 +456,7 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Blur [N, 1, 28, 28] with a Gaussian of ``sigma`` pixels (zero padding); stays in [0, 1]."""
     radius = max(1, int(math.ceil(3 * sigma)))
     t = torch.arange(-radius, radius + 1, dtype=images.dtype)
-    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    g = torch.exp(-(t**2) / (2 * sigma**2))
     g = g / g.sum()
     out = F.conv2d(images, g.view(1, 1, 1, -1), padding=(0, radius))
     return F.conv2d(out, g.view(1, 1, -1, 1), padding=(radius, 0))
@@ -458,8 +482,17 @@ def known_answer_cases(n: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-_TABLE_KEYS = ("fid", "kid", "kid_std", "inception_score", "precision", "recall", "density",
-               "coverage", "class_coverage")
+_TABLE_KEYS = (
+    "fid",
+    "kid",
+    "kid_std",
+    "inception_score",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "class_coverage",
+)
 
 
 def _print_table(rows: dict[str, dict]) -> None:
@@ -498,10 +531,12 @@ def main(argv: list[str] | None = None) -> int:
             result = evaluate(images)
             times.append(time.perf_counter() - start)
         print(f"setup (feature net + reference statistics, cached on disk after first run): {setup:.2f} s")
-        print(f"evaluate({args.n} images) on {torch.get_num_threads()} threads: "
-              + ", ".join(f"{t:.2f}" for t in times) + f" s (best {min(times):.2f} s)")
-        out = {"n": args.n, "threads": torch.get_num_threads(), "setup_s": setup, "evaluate_s": times,
-               "result": result}
+        print(
+            f"evaluate({args.n} images) on {torch.get_num_threads()} threads: "
+            + ", ".join(f"{t:.2f}" for t in times)
+            + f" s (best {min(times):.2f} s)"
+        )
+        out = {"n": args.n, "threads": torch.get_num_threads(), "setup_s": setup, "evaluate_s": times, "result": result}
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=2))
     return 0

@@ -39,8 +39,17 @@ SIGMA_END = 0.01
 
 # Song & Ermon 2019, MNIST: the defaults of the parameter table (its step is in the code
 # convention: paper eps = 4e-5).
-SETTING_KEYS = ("sigma_begin", "sigma_end", "num_levels", "step_lr", "n_steps_each", "batch_size", "lr",
-                "ema", "denoise")
+SETTING_KEYS = (
+    "sigma_begin",
+    "sigma_end",
+    "num_levels",
+    "step_lr",
+    "n_steps_each",
+    "batch_size",
+    "lr",
+    "ema",
+    "denoise",
+)
 NCSN_2019_MNIST = defaults(SETTING_KEYS)
 
 

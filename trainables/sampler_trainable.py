@@ -28,18 +28,19 @@ import json
 import math
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
 from trainables import quality
 from trainables.langevin import anneal_langevin
-from trainables.sigmas import snr_of_step
-from trainables.train import TrainConfig, Trainer
 from trainables.layout import METRICS_FILE, SAMPLER_TIME_ATTR, SAMPLES_FILE, SAMPLES_TENSOR, STATE_FILE
 from trainables.params import JOINT_SAMPLER_PARAMS, RUNTIME, SAMPLER_PARAMS, SETTINGS, check_keys, names
+from trainables.sigmas import snr_of_step
+from trainables.train import TrainConfig, Trainer
 
 # What a sampler trial's config may hold: the frozen checkpoint's folder and sampler settings.
 CHECKPOINT_KEY = "checkpoint"
@@ -67,9 +68,12 @@ class SamplerBudget:
 
     def __post_init__(self) -> None:
         counts = tuple(self.samples)
-        if not counts or any(b <= a for a, b in zip(counts, counts[1:])) or counts[0] <= max(quality.PR_K, quality.DC_K):
-            raise ValueError(f"SamplerBudget.samples={self.samples!r}: must be increasing counts above "
-                             f"{max(quality.PR_K, quality.DC_K)}")
+        increasing = all(b > a for a, b in zip(counts, counts[1:]))
+        if not counts or not increasing or counts[0] <= max(quality.PR_K, quality.DC_K):
+            raise ValueError(
+                f"SamplerBudget.samples={self.samples!r}: must be increasing counts above "
+                f"{max(quality.PR_K, quality.DC_K)}"
+            )
         if self.max_batch < 1:
             raise ValueError(f"SamplerBudget.max_batch={self.max_batch!r}: must be >= 1")
 
@@ -83,8 +87,10 @@ def ladder_levels(num_levels: int, skip_levels: int = 0, level_stride: int = 1) 
     ``ValueError`` naming the key for a skip that leaves no level or a stride below 1.
     """
     if isinstance(skip_levels, bool) or not isinstance(skip_levels, int) or not 0 <= skip_levels < num_levels:
-        raise ValueError(f"skip_levels={skip_levels!r}: must be an integer in [0, {num_levels - 1}] "
-                         f"for a ladder of {num_levels} levels")
+        raise ValueError(
+            f"skip_levels={skip_levels!r}: must be an integer in [0, {num_levels - 1}] "
+            f"for a ladder of {num_levels} levels"
+        )
     if isinstance(level_stride, bool) or not isinstance(level_stride, int) or level_stride < 1:
         raise ValueError(f"level_stride={level_stride!r}: must be an integer >= 1")
     levels = list(range(skip_levels, num_levels, level_stride))
@@ -115,8 +121,9 @@ def read_checkpoint_record(folder: str | Path) -> dict:
     ``ValueError`` naming the folder when it is not a training checkpoint."""
     folder = Path(folder)
     if not (folder / STATE_FILE).is_file() or not (folder / METRICS_FILE).is_file():
-        raise ValueError(f"checkpoint {str(folder)!r}: not a training checkpoint (needs {STATE_FILE} "
-                         f"and {METRICS_FILE})")
+        raise ValueError(
+            f"checkpoint {str(folder)!r}: not a training checkpoint (needs {STATE_FILE} and {METRICS_FILE})"
+        )
     return json.loads((folder / METRICS_FILE).read_text())
 
 
@@ -135,8 +142,7 @@ class FrozenCheckpoint:
         # Runtime settings left to "auto" (None) are decided by the machine that samples, not by
         # the one that trained; fields this version does not know are not the network's shape.
         known = {f.name for f in dataclasses.fields(TrainConfig)}
-        values = {k: v for k, v in state["config"].items()
-                  if k in known and not (k in _RUNTIME_FIELDS and v is None)}
+        values = {k: v for k, v in state["config"].items() if k in known and not (k in _RUNTIME_FIELDS and v is None)}
         values["device"] = device
         # The Trainer needs images to build; sampling reads none, so one blank image will do.
         placeholder = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
@@ -179,8 +185,16 @@ def sampler_settings(trained_with: Mapping[str, Any], config: Mapping[str, Any])
     return settings
 
 
-def draw_samples(score_fn, sigmas: torch.Tensor, n: int, image_size: int, settings: Mapping[str, Any],
-                 levels: tuple[int, ...] | None, seed: int, device: torch.device) -> tuple[torch.Tensor, int]:
+def draw_samples(
+    score_fn,
+    sigmas: torch.Tensor,
+    n: int,
+    image_size: int,
+    settings: Mapping[str, Any],
+    levels: tuple[int, ...] | None,
+    seed: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, int]:
     """``n`` samples by annealed Langevin from U[0, 1) noise drawn with a generator seeded ``seed``.
 
     Returns (float32 [n, 1, 28, 28] on the CPU, clamped to [0, 1], centre-cropped from 32x32
@@ -190,13 +204,20 @@ def draw_samples(score_fn, sigmas: torch.Tensor, n: int, image_size: int, settin
     """
     gen = torch.Generator(device=device).manual_seed(seed)
     x_init = torch.rand(n, 1, image_size, image_size, generator=gen, device=device)
-    result = anneal_langevin(score_fn, x_init, sigmas, step_lr=float(settings["step_lr"]),
-                             n_steps_each=int(settings["n_steps_each"]), denoise=bool(settings["denoise"]),
-                             generator=gen, levels=levels)
+    result = anneal_langevin(
+        score_fn,
+        x_init,
+        sigmas,
+        step_lr=float(settings["step_lr"]),
+        n_steps_each=int(settings["n_steps_each"]),
+        denoise=bool(settings["denoise"]),
+        generator=gen,
+        levels=levels,
+    )
     samples = result.samples.float().clamp(0.0, 1.0)
     if image_size != 28:  # the feature network sees MNIST's 28x28
         crop = (image_size - 28) // 2
-        samples = samples[..., crop:crop + 28, crop:crop + 28]
+        samples = samples[..., crop : crop + 28, crop : crop + 28]
     return samples.cpu(), int(result.n_evals)
 
 
@@ -226,8 +247,9 @@ def _restore() -> tuple[torch.Tensor | None, dict]:
     return samples, counters
 
 
-def _write_look(folder: Path, samples: torch.Tensor, metrics: dict, counters: dict, config: dict,
-                settings: dict) -> None:
+def _write_look(
+    folder: Path, samples: torch.Tensor, metrics: dict, counters: dict, config: dict, settings: dict
+) -> None:
     from torchvision.utils import save_image
 
     save_image(samples[:64], folder / SAMPLES_FILE, nrow=8, padding=2, pad_value=1.0)
@@ -278,9 +300,16 @@ def sampler_trainable(config: dict[str, Any], budget: SamplerBudget) -> None:
         start = time.perf_counter()
         parts = [] if samples is None else [samples]
         for chunk, first in enumerate(range(have, target, budget.max_batch)):
-            part, n_evals = draw_samples(score_fn, trainer.sigmas, min(budget.max_batch, target - first),
-                                         trainer.config.image_size, settings, levels,
-                                         stream_seed(budget.seed, look, chunk), trainer.device)
+            part, n_evals = draw_samples(
+                score_fn,
+                trainer.sigmas,
+                min(budget.max_batch, target - first),
+                trainer.config.image_size,
+                settings,
+                levels,
+                stream_seed(budget.seed, look, chunk),
+                trainer.device,
+            )
             parts.append(part)
         samples = torch.cat(parts)
         counters["sample_seconds"] += time.perf_counter() - start
@@ -290,18 +319,33 @@ def sampler_trainable(config: dict[str, Any], budget: SamplerBudget) -> None:
             # A step too large for the score sends the chain to NaN: the worst value, never a
             # NaN, goes to the searcher, and the trial ends here.
             worst = {name: quality.worst_value(name) for name in quality.METRICS}
-            tune.report({**worst, SAMPLER_TIME_ATTR: target, "nfe_per_sample": n_evals, "diverged": True,
-                         "stop_reason": f"non-finite samples at look {look + 1} ({target} samples)",
-                         **counters, **fixed})
+            tune.report(
+                {
+                    **worst,
+                    SAMPLER_TIME_ATTR: target,
+                    "nfe_per_sample": n_evals,
+                    "diverged": True,
+                    "stop_reason": f"non-finite samples at look {look + 1} ({target} samples)",
+                    **counters,
+                    **fixed,
+                }
+            )
             return
         start = time.perf_counter()
         metrics = quality.evaluate(samples, seed=budget.seed)
         counters["score_seconds"] += time.perf_counter() - start
         counters["looks"] = look + 1
         result = {name: _finite_or_worst(name, metrics[name]) for name in quality.METRICS}
-        result.update(kid_std=float(metrics["kid_std"]), protocol_id=metrics["protocol_id"],
-                      nfe_per_sample=n_evals, **{SAMPLER_TIME_ATTR: target}, diverged=False, stop_reason="",
-                      **counters, **fixed)
+        result.update(
+            kid_std=float(metrics["kid_std"]),
+            protocol_id=metrics["protocol_id"],
+            nfe_per_sample=n_evals,
+            **{SAMPLER_TIME_ATTR: target},
+            diverged=False,
+            stop_reason="",
+            **counters,
+            **fixed,
+        )
         with tempfile.TemporaryDirectory(prefix="ncsn-sampler-") as tmp:
             _write_look(Path(tmp), samples, metrics, counters, config, settings)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))

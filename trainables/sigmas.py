@@ -47,7 +47,7 @@ __all__ = [
 # (float64 images / 255, no dequantisation), between training images 26785 and 59452. Reproduce:
 #   python -c "from trainables.data import load_mnist; from trainables.sigmas import \
 #   farthest_pair; x, _ = load_mnist(True); print(farthest_pair(x.double() / 255))"
-# (about 7-8 CPU-seconds in float64); tests/test_sigmas.py recomputes it on the full set.
+# (about 7-8 CPU-seconds in float64); tests/trainables/test_sigmas.py recomputes it on the full set.
 MNIST_MAX_PAIRWISE_DISTANCE = 16.875761961808387
 
 
@@ -63,8 +63,7 @@ def _ordered_sigmas(sigma_begin: float, sigma_end: float) -> tuple[float, float]
     sigma_end = _positive("sigma_end", sigma_end)
     if sigma_begin <= sigma_end:
         raise ValueError(
-            f"sigma_begin must be larger than sigma_end, got sigma_begin={sigma_begin!r}, "
-            f"sigma_end={sigma_end!r}"
+            f"sigma_begin must be larger than sigma_end, got sigma_begin={sigma_begin!r}, sigma_end={sigma_end!r}"
         )
     return sigma_begin, sigma_end
 
@@ -113,9 +112,7 @@ _COL_BLOCK = 4096
 def _as_points(x) -> torch.Tensor:
     x = torch.as_tensor(x)
     if not (x.is_floating_point()):
-        raise ValueError(
-            f"x must be a floating tensor in data units (e.g. images / 255.), got dtype {x.dtype}"
-        )
+        raise ValueError(f"x must be a floating tensor in data units (e.g. images / 255.), got dtype {x.dtype}")
     if x.dim() < 2 or x.shape[0] < 2:
         raise ValueError(f"x must have shape [N, ...] with N >= 2 points, got shape {tuple(x.shape)}")
     x = x.reshape(x.shape[0], -1).to(torch.float64)
@@ -191,7 +188,7 @@ def max_pairwise_distance(x) -> float:
 
     NCSNv2 technique 1 sets sigma_1 to this value for the training set. Exact (float64, see
     :func:`farthest_pair`). For the 60k MNIST training images / 255 it is
-    :data:`MNIST_MAX_PAIRWISE_DISTANCE` = 16.876 (NCSN.md: 16.88), in
+    :data:`MNIST_MAX_PAIRWISE_DISTANCE` = 16.876 (docs/NCSN.md: 16.88), in
     about 7 CPU-seconds (float64).
     """
     return farthest_pair(x)[0]

@@ -21,9 +21,10 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +84,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.sigma_begin={self.sigma_begin!r}: must be > sigma_end={self.sigma_end!r}")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a plain dict; unknown keys are a ValueError naming them."""
         check_keys(values, (f.name for f in dataclasses.fields(cls)), "TrainConfig")
         return cls(**values)
@@ -143,16 +144,22 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = CondRefineNetDilated(
-                ngf=cfg.ngf, num_levels=cfg.num_levels, channels=self.image_shape[0],
-                image_size=cfg.image_size, noise_conditioning=cfg.noise_conditioning,
+                ngf=cfg.ngf,
+                num_levels=cfg.num_levels,
+                channels=self.image_shape[0],
+                image_size=cfg.image_size,
+                noise_conditioning=cfg.noise_conditioning,
                 sigmas=self.sigmas.cpu(),
             )
         self.model = model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-            weight_decay=cfg.weight_decay, **_adam_kernel(self.device),
+            self.model.parameters(),
+            lr=cfg.lr,
+            betas=(cfg.beta1, cfg.beta2),
+            weight_decay=cfg.weight_decay,
+            **_adam_kernel(self.device),
         )
         self.ema = EMA(self.model, cfg.ema) if cfg.ema > 0 else None
         self.generator = torch.Generator(device=self.device)
@@ -180,8 +187,7 @@ class Trainer:
 
     def _train_step(self) -> None:
         cfg = self.config
-        idx = torch.randint(0, self.images.shape[0], (cfg.batch_size,), generator=self.generator,
-                            device=self.device)
+        idx = torch.randint(0, self.images.shape[0], (cfg.batch_size,), generator=self.generator, device=self.device)
         x = dequantize(self.images[idx], generator=self.generator)
         loss, per_example, level_idx = dsm_loss(
             self._network, x, self.sigmas, cfg.anneal_power, generator=self.generator, return_parts=True
@@ -205,8 +211,9 @@ class Trainer:
         """Run ``n_iters`` optimiser steps; return a summary of the steps since the last call.
 
         Keys: loss (mean batch loss), per_level_loss (list of L per-example means, NaN for a
-        level not drawn), per_level_count (examples drawn per level), finite (False if any step's loss was NaN/inf), nonfinite_steps,
-        iterations (total steps so far), iterations_run, seconds, iters_per_s.
+        level not drawn), per_level_count (examples drawn per level), finite (False if any step's
+        loss was NaN/inf), nonfinite_steps, iterations (total steps so far), iterations_run,
+        seconds, iters_per_s.
         """
         if isinstance(n_iters, bool) or not isinstance(n_iters, int) or n_iters < 0:
             raise ValueError(f"n_iters must be a non-negative integer, got {n_iters!r}")
@@ -220,9 +227,7 @@ class Trainer:
         return summary
 
     def _read_accumulators(self) -> dict[str, Any]:
-        packed = torch.cat(
-            [self._loss_sum.view(1), self._nonfinite.view(1), self._level_sum, self._level_count]
-        ).cpu()
+        packed = torch.cat([self._loss_sum.view(1), self._nonfinite.view(1), self._level_sum, self._level_count]).cpu()
         L, n = self.config.num_levels, self._steps_since
         sums, counts = packed[2 : 2 + L], packed[2 + L :]
         per_level = [float(s / c) if c > 0 else float("nan") for s, c in zip(sums, counts)]
@@ -324,7 +329,8 @@ class Trainer:
         else:
             warnings.warn(
                 f"checkpoint RNG is from a {rng['device_type']} generator, this trainer runs on "
-                f"{self.device.type}: reseeding from (seed, step); the run will not repeat bit for bit"
+                f"{self.device.type}: reseeding from (seed, step); the run will not repeat bit for bit",
+                stacklevel=2,
             )
             self.generator.manual_seed(self.config.seed * 1_000_003 + self.step)
         if rng.get("cuda") is not None and torch.cuda.is_available():
@@ -348,7 +354,7 @@ class Trainer:
                 tmp.unlink()
 
     @classmethod
-    def load(cls, path: str | os.PathLike, images: torch.Tensor, device: str | None = None) -> "Trainer":
+    def load(cls, path: str | os.PathLike, images: torch.Tensor, device: str | None = None) -> Trainer:
         """A Trainer resumed from ``save(path)``; ``device`` overrides the saved config's."""
         state = torch.load(path, map_location="cpu", weights_only=True)
         values = dict(state["config"])

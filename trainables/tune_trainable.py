@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,12 +22,11 @@ from typing import Any
 
 import torch
 
-from trainables import quality
-from trainables import params
+from trainables import params, quality
 from trainables.data import load_mnist
-from trainables.layout import METRICS_FILE, SAMPLES_FILE, STATE_FILE, TRAIN_TIME_ATTR, TRAJECTORY_FILE
 from trainables.langevin import anneal_langevin
-from trainables.sigmas import geometric_sigmas, snr_of_step
+from trainables.layout import METRICS_FILE, SAMPLES_FILE, STATE_FILE, TRAIN_TIME_ATTR, TRAJECTORY_FILE
+from trainables.sigmas import snr_of_step
 from trainables.train import TrainConfig, Trainer
 
 # What a joint trial's config may hold: the spec's parameters (training and sampler settings)
@@ -74,16 +71,21 @@ def sample_and_score(trainer: Trainer, config: dict[str, Any], budget: Budget, e
     step_lr = float(config["step_lr"])
     start = time.perf_counter()
     result = anneal_langevin(
-        trainer.score_fn(use_ema=True), x_init, trainer.sigmas, step_lr=step_lr,
-        n_steps_each=int(config["n_steps_each"]), denoise=bool(config.get("denoise", False)),
-        n_frames=min(budget.n_frames, trainer.config.num_levels * int(config["n_steps_each"])), generator=gen,
+        trainer.score_fn(use_ema=True),
+        x_init,
+        trainer.sigmas,
+        step_lr=step_lr,
+        n_steps_each=int(config["n_steps_each"]),
+        denoise=bool(config.get("denoise", False)),
+        n_frames=min(budget.n_frames, trainer.config.num_levels * int(config["n_steps_each"])),
+        generator=gen,
     )
     if not bool(torch.isfinite(result.samples).all()):
         return None  # the chain blew up (step_lr too large for this ladder)
     samples = result.samples.float().clamp(0.0, 1.0)
     if size != 28:  # the feature network sees MNIST's 28x28
         crop = (size - 28) // 2
-        samples = samples[..., crop:crop + 28, crop:crop + 28]
+        samples = samples[..., crop : crop + 28, crop : crop + 28]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     sample_seconds = time.perf_counter() - start
@@ -162,8 +164,14 @@ def _restore(trainer: Trainer) -> dict:
     """Load the latest Tune checkpoint into ``trainer``; return the saved counters (or fresh ones)."""
     from ray import tune
 
-    counters = {"evaluations": 0, "train_seconds": 0.0, "sample_seconds": 0.0, "score_seconds": 0.0,
-                "sample_evals_total": 0, "train_evals_total": 0}
+    counters = {
+        "evaluations": 0,
+        "train_seconds": 0.0,
+        "sample_seconds": 0.0,
+        "score_seconds": 0.0,
+        "sample_evals_total": 0,
+        "train_evals_total": 0,
+    }
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return counters
@@ -181,8 +189,16 @@ def _report_divergence(reason: str, iterations: int, loss: float, counters: dict
     from ray import tune
 
     worst = {name: quality.worst_value(name) for name in quality.METRICS}
-    tune.report({**worst, TRAIN_TIME_ATTR: iterations, "loss": _json_safe(loss), "diverged": True,
-                 "stop_reason": reason, **counters})
+    tune.report(
+        {
+            **worst,
+            TRAIN_TIME_ATTR: iterations,
+            "loss": _json_safe(loss),
+            "diverged": True,
+            "stop_reason": reason,
+            **counters,
+        }
+    )
     writer.add_text("stop_reason", reason, iterations)
 
 
@@ -212,8 +228,10 @@ def ncsn_trainable(config: dict[str, Any], budget: Budget) -> None:
             counters["evaluations"] += 1
             evaluation = sample_and_score(trainer, config, budget, counters["evaluations"])
             if evaluation is None:
-                reason = (f"non-finite Langevin samples at iteration {trainer.step} "
-                          f"(step_lr {config['step_lr']:g} too large for this ladder?)")
+                reason = (
+                    f"non-finite Langevin samples at iteration {trainer.step} "
+                    f"(step_lr {config['step_lr']:g} too large for this ladder?)"
+                )
                 _report_divergence(reason, trainer.step, float(summary["loss"]), counters, writer)
                 return
             counters["sample_seconds"] += evaluation["sample_seconds"]

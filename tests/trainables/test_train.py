@@ -17,8 +17,9 @@ def tiny_images(n=64, seed=0):
 
 
 def tiny_config(**overrides):
-    values = dict(ngf=8, num_levels=4, sigma_begin=1.0, sigma_end=0.05, batch_size=4, lr=1e-3,
-                  ema=0.9, seed=0, device="cpu")
+    values = dict(
+        ngf=8, num_levels=4, sigma_begin=1.0, sigma_end=0.05, batch_size=4, lr=1e-3, ema=0.9, seed=0, device="cpu"
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -35,11 +36,26 @@ def assert_identical(a, b):
 @pytest.mark.parametrize(
     "field, value",
     [
-        ("ngf", 4), ("ngf", 8.0), ("num_levels", 1), ("batch_size", 0), ("batch_size", True),
-        ("lr", 0.0), ("lr", float("nan")), ("beta1", 1.0), ("ema", -0.1), ("ema", 1.0),
-        ("sigma_end", -0.01), ("sigma_begin", 0.001), ("image_size", 30),
-        ("noise_conditioning", "time"), ("device", "tpu"), ("amp", "yes"), ("compile", 1), ("channels_last", None),
-        ("grad_clip", -1.0), ("seed", -1),
+        ("ngf", 4),
+        ("ngf", 8.0),
+        ("num_levels", 1),
+        ("batch_size", 0),
+        ("batch_size", True),
+        ("lr", 0.0),
+        ("lr", float("nan")),
+        ("beta1", 1.0),
+        ("ema", -0.1),
+        ("ema", 1.0),
+        ("sigma_end", -0.01),
+        ("sigma_begin", 0.001),
+        ("image_size", 30),
+        ("noise_conditioning", "time"),
+        ("device", "tpu"),
+        ("amp", "yes"),
+        ("compile", 1),
+        ("channels_last", None),
+        ("grad_clip", -1.0),
+        ("seed", -1),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value):
@@ -103,7 +119,7 @@ def test_summary_accounts_for_every_example():
     counts = summary["per_level_count"]
     assert sum(counts) == 4 * 5 and len(summary["per_level_loss"]) == 3
     # Equal batch sizes: the mean of the batch means is the count-weighted mean of the level means.
-    weighted = sum(c * l for c, l in zip(counts, summary["per_level_loss"]) if c) / sum(counts)
+    weighted = sum(c * loss for c, loss in zip(counts, summary["per_level_loss"]) if c) / sum(counts)
     assert math.isclose(summary["loss"], weighted, rel_tol=1e-6)  # fp32 batch means
     assert summary["iters_per_s"] > 0 and summary["seconds"] > 0
     again = trainer.train(1)  # the accumulators restart after each summary

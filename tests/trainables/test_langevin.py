@@ -50,7 +50,12 @@ def test_annealed_langevin_recovers_mixture_weights_plain_langevin_does_not():
     annealed = anneal_langevin(score, x_init, sigmas, step_lr, n_steps_each, generator=gen).samples
     # Same budget, all at the smallest level.
     plain = anneal_langevin(
-        score, x_init, sigmas, step_lr, num_levels * n_steps_each, generator=gen,
+        score,
+        x_init,
+        sigmas,
+        step_lr,
+        num_levels * n_steps_each,
+        generator=gen,
         levels=[num_levels - 1],
     ).samples
 
@@ -80,13 +85,17 @@ def test_zero_score_variance_grows_by_sum_of_two_alpha_T():
     sigmas = geometric_sigmas(1.0, 0.01, 10, dtype=torch.float64)
     step_lr, n_steps_each = 2e-6, 4
     x_init = torch.zeros(20_000, 8, dtype=torch.float64)
-    zero = lambda x, i: torch.zeros_like(x)
+
+    def zero(x, i):
+        return torch.zeros_like(x)
+
     alphas = step_lr * (sigmas / sigmas[-1]) ** 2
     torch.testing.assert_close(langevin_step_sizes(sigmas, step_lr), alphas)
     n = x_init.numel()
     for levels in (None, [0], [3, 7], [9]):
-        out = anneal_langevin(zero, x_init, sigmas, step_lr, n_steps_each, levels=levels,
-                              generator=torch.Generator().manual_seed(1)).samples
+        out = anneal_langevin(
+            zero, x_init, sigmas, step_lr, n_steps_each, levels=levels, generator=torch.Generator().manual_seed(1)
+        ).samples
         visited = list(range(10)) if levels is None else levels
         expected = 2 * n_steps_each * alphas[visited].sum().item()
         # Sample variance of n Gaussian values: relative standard error sqrt(2 / n).
@@ -99,13 +108,15 @@ def test_single_level_variance_matches_ncsnv2_technique_4_expression():
     sigmas = geometric_sigmas(2.0, 0.01, 8, dtype=torch.float64)
     gamma = (sigmas[0] / sigmas[1]).item()
     step_lr, n_steps_each = 3e-5, 3  # a = 0.3: a large effect per step
-    point_score = lambda x, i: -x / sigmas[i].view(-1, 1) ** 2
+
+    def point_score(x, i):
+        return -x / sigmas[i].view(-1, 1) ** 2
+
     gen = torch.Generator().manual_seed(2)
     n = 40_000 * 4
     for k in (0, 4, 7):
         x_init = torch.randn(40_000, 4, generator=gen, dtype=torch.float64) * gamma * sigmas[k]
-        out = anneal_langevin(point_score, x_init, sigmas, step_lr, n_steps_each, levels=[k],
-                              generator=gen).samples
+        out = anneal_langevin(point_score, x_init, sigmas, step_lr, n_steps_each, levels=[k], generator=gen).samples
         ratio = out.square().mean().item() / sigmas[k].item() ** 2
         expected = ncsnv2_step_objective(step_lr, sigmas[-1].item(), gamma, n_steps_each)
         assert abs(ratio / expected - 1) < 4 * math.sqrt(2 / n), (k, ratio, expected)
@@ -117,9 +128,19 @@ def test_realised_snr_of_a_constant_score_has_the_chi_closed_form():
     sigmas = geometric_sigmas(1.0, 0.01, 5)
     dim, batch, step_lr, n_steps_each = 64, 500, 1e-5, 4
     c = torch.full((dim,), 3.0)
-    const = lambda x, i: c.expand_as(x)
-    result = anneal_langevin(const, torch.zeros(batch, dim), sigmas, step_lr, n_steps_each,
-                             generator=torch.Generator().manual_seed(3), levels=[0, 2, 4])
+
+    def const(x, i):
+        return c.expand_as(x)
+
+    result = anneal_langevin(
+        const,
+        torch.zeros(batch, dim),
+        sigmas,
+        step_lr,
+        n_steps_each,
+        generator=torch.Generator().manual_seed(3),
+        levels=[0, 2, 4],
+    )
     inv_chi = math.exp(math.lgamma((dim - 1) / 2) - math.lgamma(dim / 2)) / math.sqrt(2)
     alphas = langevin_step_sizes(sigmas, step_lr)
     for i in (0, 2, 4):
@@ -136,9 +157,11 @@ def test_realised_snr_of_a_constant_score_has_the_chi_closed_form():
 
 def gaussian_score(sigmas, mean, s):
     """Data N(mean, s^2 I): the perturbed score is -(x - mean) / (s^2 + sigma_i^2)."""
+
     def score(x, level_idx):
         sigma = sigmas[level_idx].view(-1, *[1] * (x.dim() - 1))
         return -(x - mean) / (s**2 + sigma**2)
+
     return score
 
 
@@ -150,8 +173,9 @@ def test_denoising_step_is_the_tweedie_posterior_mean(levels):
     x_init = torch.rand(64, 10, dtype=torch.float64)
     kwargs = dict(levels=levels)
     raw = anneal_langevin(score, x_init, sigmas, 1e-4, 5, generator=torch.Generator().manual_seed(4), **kwargs)
-    den = anneal_langevin(score, x_init, sigmas, 1e-4, 5, denoise=True,
-                          generator=torch.Generator().manual_seed(4), **kwargs)
+    den = anneal_langevin(
+        score, x_init, sigmas, 1e-4, 5, denoise=True, generator=torch.Generator().manual_seed(4), **kwargs
+    )
     sigma = sigmas[-1 if levels is None else levels[-1]].item()
     # E[x0 | x] for x = x0 + sigma z, x0 ~ N(mean, s^2): mean + s^2 / (s^2 + sigma^2) (x - mean).
     tweedie = mean + s**2 / (s**2 + sigma**2) * (raw.samples - mean)
@@ -191,8 +215,9 @@ def test_frames_are_evenly_spaced_chain_states_ending_at_the_samples(n_frames):
         return -x
 
     total = 4 * 3
-    out = anneal_langevin(recording, torch.rand(5, 2), sigmas, 1e-5, 3, n_frames=n_frames,
-                          generator=torch.Generator().manual_seed(5))
+    out = anneal_langevin(
+        recording, torch.rand(5, 2), sigmas, 1e-5, 3, n_frames=n_frames, generator=torch.Generator().manual_seed(5)
+    )
     assert len(out.frames) == n_frames
     assert torch.equal(out.frames[-1], out.samples)
     for k, frame in enumerate(out.frames[:-1], start=1):
@@ -207,10 +232,10 @@ def test_clamp_applies_to_output_only_and_input_is_untouched():
     score = gaussian_score(sigmas, 0.5, 0.3)
     x_init = torch.rand(200, 9)
     x_copy = x_init.clone()
-    free = anneal_langevin(score, x_init, sigmas, 5e-5, 5, n_frames=3,
-                           generator=torch.Generator().manual_seed(6))
-    clamped = anneal_langevin(score, x_init, sigmas, 5e-5, 5, n_frames=3, clamp_output=True,
-                              generator=torch.Generator().manual_seed(6))
+    free = anneal_langevin(score, x_init, sigmas, 5e-5, 5, n_frames=3, generator=torch.Generator().manual_seed(6))
+    clamped = anneal_langevin(
+        score, x_init, sigmas, 5e-5, 5, n_frames=3, clamp_output=True, generator=torch.Generator().manual_seed(6)
+    )
     assert (free.samples < 0).any() or (free.samples > 1).any()
     # Equal to the clamped free chain: the chain itself was not clamped along the way.
     torch.testing.assert_close(clamped.samples, free.samples.clamp(0, 1), rtol=0, atol=0)
@@ -223,9 +248,10 @@ def test_deterministic_under_a_generator():
     sigmas = geometric_sigmas(1.0, 0.01, 5)
     score = gaussian_score(sigmas, 0.5, 0.2)
     x_init = torch.rand(16, 1, 6, 6)
-    run = lambda seed: anneal_langevin(
-        score, x_init, sigmas, 2e-5, 4, generator=torch.Generator().manual_seed(seed)
-    ).samples
+
+    def run(seed):
+        return anneal_langevin(score, x_init, sigmas, 2e-5, 4, generator=torch.Generator().manual_seed(seed)).samples
+
     assert torch.equal(run(7), run(7))
     assert not torch.equal(run(7), run(8))
 
@@ -249,8 +275,13 @@ def test_deterministic_under_a_generator():
     ],
 )
 def test_invalid_arguments_raise_value_error(kwargs, match):
-    args = dict(score_fn=lambda x, i: x, x_init=torch.zeros(2, 3), step_lr=1e-5, n_steps_each=2,
-                sigmas=torch.tensor([1.0, 0.5, 0.2, 0.1, 0.05]))
+    args = dict(
+        score_fn=lambda x, i: x,
+        x_init=torch.zeros(2, 3),
+        step_lr=1e-5,
+        n_steps_each=2,
+        sigmas=torch.tensor([1.0, 0.5, 0.2, 0.1, 0.05]),
+    )
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         anneal_langevin(**args)

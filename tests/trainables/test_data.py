@@ -1,4 +1,4 @@
-"""Real MNIST: counts and pixel statistics from NCSN.md, hash verification, clear failure."""
+"""Real MNIST: counts and pixel statistics from docs/NCSN.md, hash verification, clear failure."""
 
 import os
 import shutil
@@ -11,7 +11,7 @@ import torch
 
 from trainables.data import MNIST_SHA256, MnistUnavailableError, ensure_mnist, load_mnist, sha256_of
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 

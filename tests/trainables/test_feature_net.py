@@ -67,8 +67,11 @@ def test_features_are_the_64d_embedding_the_logits_are_computed_from(mnist_test)
 
 def _translations(x, max_shift):
     padded = F.pad(x, (max_shift,) * 4)
-    return {(dy, dx): padded[:, :, dy:dy + 28, dx:dx + 28]
-            for dy in range(2 * max_shift + 1) for dx in range(2 * max_shift + 1)}
+    return {
+        (dy, dx): padded[:, :, dy : dy + 28, dx : dx + 28]
+        for dy in range(2 * max_shift + 1)
+        for dx in range(2 * max_shift + 1)
+    }
 
 
 def test_random_shift_translates_each_image_by_its_own_offset():

@@ -1,6 +1,6 @@
 """Denoising score matching against closed forms, and dequantisation.
 
-Closed form (NCSN.md, generalised to any linear score s(x~) = -k x~): for data x ~ N(0, s^2 I_D)
+Closed form (docs/NCSN.md, generalised to any linear score s(x~) = -k x~): for data x ~ N(0, s^2 I_D)
 and x~ = x + sigma z, every coordinate of u = s(x~) + z / sigma = -k x - (k sigma - 1/sigma) z is
 N(0, v) with v = k^2 s^2 + (k sigma - 1/sigma)^2, so the per-example loss
 l = 1/2 sigma^p ||u||^2 is (sigma^p v / 2) * chi^2_D:
@@ -8,7 +8,7 @@ l = 1/2 sigma^p ||u||^2 is (sigma^p v / 2) * chi^2_D:
     E[l] = D/2 * sigma^p * v,        Var[l] = D/2 * (sigma^p v)^2.
 
 The exact score k = 1/(s^2 + sigma^2) gives v = s^2 / (sigma^2 (s^2 + sigma^2)) and, for p = 2,
-E[l] = D/2 * s^2 / (s^2 + sigma^2), as NCSN.md states; k = 0 gives D/2 * sigma^(p-2).
+E[l] = D/2 * s^2 / (s^2 + sigma^2), as docs/NCSN.md states; k = 0 gives D/2 * sigma^(p-2).
 
 Monte-Carlo tolerance: a mean of n independent examples has standard error sqrt(Var / n); every
 check allows 5 standard errors (a correct loss fails with probability < 1e-6 per check). For the
@@ -80,7 +80,7 @@ def test_loss_matches_closed_form(case, anneal_power):
 
 
 def test_exact_score_closed_form_of_ncsn_md():
-    # The statement in NCSN.md, checked directly: E[loss | sigma] = D/2 * s^2 / (s^2 + sigma^2), p = 2.
+    # The statement in docs/NCSN.md, checked directly: E[loss | sigma] = D/2 * s^2 / (s^2 + sigma^2), p = 2.
     x = gaussian_data(seed=5)
     g = torch.Generator().manual_seed(6)
     _, per_example, levels = dsm_loss(linear_score(CASES["exact"]), x, SIGMAS, 2.0, generator=g, return_parts=True)

@@ -6,8 +6,18 @@ from trainables.data import load_mnist
 from trainables.train import Trainer
 from trainables.tune_trainable import Budget, sample_and_score, train_config_from
 
-CONFIG = {"sigma_begin": 1.0, "sigma_end": 0.01, "num_levels": 3, "step_lr": 2e-5, "n_steps_each": 2,
-          "batch_size": 8, "ngf": 8, "lr": 1e-3, "ema": 0.0, "denoise": True}
+CONFIG = {
+    "sigma_begin": 1.0,
+    "sigma_end": 0.01,
+    "num_levels": 3,
+    "step_lr": 2e-5,
+    "n_steps_each": 2,
+    "batch_size": 8,
+    "ngf": 8,
+    "lr": 1e-3,
+    "ema": 0.0,
+    "denoise": True,
+}
 BUDGET = Budget(iterations=4, eval_every=2, eval_samples=16)
 
 

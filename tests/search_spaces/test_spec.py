@@ -14,26 +14,29 @@ import optuna
 import pytest
 
 from search_spaces import (
-    PARAMS,
     SPACES_DIR,
     SpecError,
     load_spec,
     make_sampler,
     make_space_fn,
+    override,
     parse_spec,
     parse_spec_text,
     shipped_spaces,
     tune_settings,
     warm_start_points,
     warm_starts,
+    with_preview,
 )
 from search_spaces.spec import main
-from trainables.quality import metric_mode
+from trainables.metrics import metric_mode
+from trainables.params import SETTINGS as PARAMS
+from trainables.params import SPEC_PARAMS
 from trainables.recommend import NCSN_2019_MNIST, ncsnv2_mnist_setting
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BAD_SPECS = sorted((REPO / "tests" / "data" / "bad_specs").glob("*.yaml"))
 SMOKE = (SPACES_DIR / "smoke.yaml").read_text()
 REQUIRED = ("sigmas.yaml", "langevin.yaml", "batch.yaml", "smoke.yaml")
@@ -67,12 +70,14 @@ def test_shipped_space_loads_by_name_stem_and_path(name):
     assert by_name.mode == metric_mode(by_name.metric)
     # The file form written back loads into the same spec (what run_search stores per experiment).
     assert parse_spec(by_name.to_dict()) == by_name
-    preview = by_name.with_preview()
+    preview = with_preview(by_name)
     assert preview.previewed and not preview.preview
     for key, value in by_name.preview.items():
-        assert (getattr(preview.budget, key, None) == value
-                or getattr(preview.scheduler, key, None) == value
-                or preview.fixed.get(key) == value)
+        assert (
+            getattr(preview.budget, key, None) == value
+            or getattr(preview.scheduler, key, None) == value
+            or preview.fixed.get(key) == value
+        )
 
 
 def test_sigmas_space_matches_design_and_holds_both_warm_starts():
@@ -80,9 +85,8 @@ def test_sigmas_space_matches_design_and_holds_both_warm_starts():
     assert list(spec.params) == ["sigma_begin", "sigma_end", "num_levels", "step_lr", "batch_size"]
     assert spec.metric == "kid" and spec.mode == "min"
     assert [w.label for w in warm_starts(spec) if w.inside] == ["ncsn_2019_mnist", "ncsnv2_mnist"]
-    assert [w.label for w in warm_starts(spec.with_preview()) if w.inside] == [
-        "ncsn_2019_mnist", "ncsnv2_mnist"]
-    preview = spec.with_preview()
+    assert [w.label for w in warm_starts(with_preview(spec)) if w.inside] == ["ncsn_2019_mnist", "ncsnv2_mnist"]
+    preview = with_preview(spec)
     assert preview.budget.num_trials == 6 and preview.budget.max_concurrent == 2
     assert preview.fixed["ngf"] == 8 and spec.fixed["ngf"] == 64
 
@@ -129,17 +133,21 @@ def test_error_line_points_at_the_offending_line():
     assert str(err.value).startswith(f"bad.yaml:{expected}: params.sigma_end.loguniform:")
 
 
-@pytest.mark.parametrize("begin, end, ok", [
-    ("{loguniform: [0.1, 1.0]}", "{loguniform: [0.01, 0.0999]}", True),
-    ("{loguniform: [0.1, 1.0]}", "{loguniform: [0.01, 0.1]}", False),  # both could be 0.1
-    ("{choice: [0.5, 2.0]}", "0.4", True),
-    ("{choice: [0.5, 2.0]}", "0.5", False),
-    ("0.3", "{uniform: [0.01, 0.29]}", True),
-    ("0.3", "{uniform: [0.01, 0.3]}", False),
-])
+@pytest.mark.parametrize(
+    "begin, end, ok",
+    [
+        ("{loguniform: [0.1, 1.0]}", "{loguniform: [0.01, 0.0999]}", True),
+        ("{loguniform: [0.1, 1.0]}", "{loguniform: [0.01, 0.1]}", False),  # both could be 0.1
+        ("{choice: [0.5, 2.0]}", "0.4", True),
+        ("{choice: [0.5, 2.0]}", "0.5", False),
+        ("0.3", "{uniform: [0.01, 0.29]}", True),
+        ("0.3", "{uniform: [0.01, 0.3]}", False),
+    ],
+)
 def test_sigma_order_is_checked_over_whole_ranges(begin, end, ok):
     text = SMOKE.replace("  sigma_begin: {loguniform: [0.5, 20.0]}\n", "").replace(
-        "  sigma_end:   {loguniform: [0.005, 0.05]}\n", "")
+        "  sigma_end:   {loguniform: [0.005, 0.05]}\n", ""
+    )
     for name, form in (("sigma_begin", begin), ("sigma_end", end)):
         section = "params:\n" if form.startswith("{") else "fixed:\n"  # searched or fixed
         text = _spec_text(text, section, f"{section}  {name}: {form}\n")
@@ -154,8 +162,13 @@ def test_cli_check_prints_ok_or_one_line_and_exits_2(tmp_path, capsys):
     assert main(["check", "smoke.yaml", "sigmas"]) == 0
     assert capsys.readouterr().out.count("OK ") == 2
     bad = BAD_SPECS[0]
-    run = subprocess.run([sys.executable, "-m", "search_spaces.spec", "check", "smoke.yaml", str(bad)],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "search_spaces.spec", "check", "smoke.yaml", str(bad)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2
     assert run.stdout.startswith("OK smoke.yaml")
     assert run.stderr.count("\n") == 1 and bad.name in run.stderr
@@ -167,34 +180,34 @@ def test_cli_check_prints_ok_or_one_line_and_exits_2(tmp_path, capsys):
 
 def test_override_revalidates():
     spec = load_spec("smoke")
-    changed = spec.override(num_trials=3, name="smoke_b", seed=7, iterations=None)
+    changed = override(spec, num_trials=3, name="smoke_b", seed=7, iterations=None)
     assert (changed.budget.num_trials, changed.name, changed.searcher.seed) == (3, "smoke_b", 7)
     assert changed.budget.iterations == spec.budget.iterations
-    assert spec.override(budget={"num_trials": 3}).budget == changed.budget
-    small = spec.override(budget={"iterations": 20}, fixed={"ngf": 16}, scheduler={"grace_period": 5})
+    assert override(spec, budget={"num_trials": 3}).budget == changed.budget
+    small = override(spec, budget={"iterations": 20}, fixed={"ngf": 16}, scheduler={"grace_period": 5})
     assert (small.budget.iterations, small.fixed["ngf"], small.scheduler.grace_period) == (20, 16, 5)
-    for kwargs, key in [({"num_trials": 0}, "budget.num_trials"),
-                        ({"name": "../escape"}, "name"),
-                        ({"fixed": {"sigma_begin": 2.0}}, "fixed.sigma_begin"),  # searched
-                        ({"budget": {"iterations": 5, "eval_every": 5}}, "scheduler.grace_period")]:
+    for kwargs, key in [
+        ({"num_trials": 0}, "budget.num_trials"),
+        ({"name": "../escape"}, "name"),
+        ({"fixed": {"sigma_begin": 2.0}}, "fixed.sigma_begin"),  # searched
+        ({"budget": {"iterations": 5, "eval_every": 5}}, "scheduler.grace_period"),
+    ]:
         with pytest.raises(SpecError) as err:
-            spec.override(**kwargs)
+            override(spec, **kwargs)
         assert err.value.key == key
     with pytest.raises(TypeError):
-        spec.override(colour="red")
+        override(spec, colour="red")
 
 
 def test_mode_is_implied_by_the_metric():
-    spec = parse_spec_text(SMOKE.replace("metric: kid", "metric: inception_score").replace(
-        "mode: min\n", ""))
+    spec = parse_spec_text(SMOKE.replace("metric: kid", "metric: inception_score").replace("mode: min\n", ""))
     assert spec.mode == "max"
 
 
 def test_tune_settings():
-    spec = load_spec("sigmas").with_preview()
+    spec = with_preview(load_spec("sigmas"))
     settings = tune_settings(spec)
-    assert settings["asha"] == {"time_attr": "iterations", "max_t": 100, "grace_period": 50,
-                                "reduction_factor": 2}
+    assert settings["asha"] == {"time_attr": "iterations", "max_t": 100, "grace_period": 50, "reduction_factor": 2}
     assert (settings["metric"], settings["mode"]) == ("kid", "min")
     assert (settings["num_trials"], settings["max_concurrent"]) == (6, 2)
     assert settings["resources"] == {"cpu": 1, "gpu": 0.25}
@@ -247,7 +260,7 @@ def test_space_with_defaults_completes_the_config():
     spec = load_spec("smoke")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     config = make_space_fn(spec, with_defaults=True)(study.ask())
-    assert set(config) == set(PARAMS)
+    assert set(config) == set(SPEC_PARAMS)
     assert config["ngf"] == 8 and config["anneal_power"] == PARAMS["anneal_power"].default
     assert config["step_lr"] == study.trials[0].params["step_lr"]
 
@@ -257,9 +270,13 @@ def test_ray_optuna_search_runs_the_space_and_warm_starts_first():
     from ray.tune.search.optuna import OptunaSearch
 
     spec = load_spec("smoke")
-    searcher = OptunaSearch(space=make_space_fn(spec), metric=spec.metric, mode=spec.mode,
-                            points_to_evaluate=[p for _, p in warm_start_points(spec)],
-                            sampler=make_sampler(spec))
+    searcher = OptunaSearch(
+        space=make_space_fn(spec),
+        metric=spec.metric,
+        mode=spec.mode,
+        points_to_evaluate=[p for _, p in warm_start_points(spec)],
+        sampler=make_sampler(spec),
+    )
     searcher = cloudpickle.loads(cloudpickle.dumps(searcher))  # as Ray checkpoints it
     configs = []
     for i in range(4):
@@ -282,9 +299,10 @@ def test_warm_start_points_are_the_published_settings_restricted_to_the_search()
     v2 = ncsnv2_mnist_setting(n_steps_each=spec.fixed["n_steps_each"])
     assert warm_start_points(spec) == [
         ("ncsn_2019_mnist", {k: NCSN_2019_MNIST[k] for k in searched}),
-        ("ncsnv2_mnist", {k: v2[k] for k in searched})]
+        ("ncsnv2_mnist", {k: v2[k] for k in searched}),
+    ]
     # The preview fixes T = 1, so the NCSNv2 step is technique 4's for T = 1.
-    preview_v2 = warm_starts(spec.with_preview())[1]
+    preview_v2 = warm_starts(with_preview(spec))[1]
     assert preview_v2.point["step_lr"] == ncsnv2_mnist_setting(n_steps_each=1)["step_lr"]
     assert preview_v2.point["step_lr"] != v2["step_lr"]
     # Fixed values that disagree with a setting are reported, not hidden.
@@ -294,7 +312,8 @@ def test_warm_start_points_are_the_published_settings_restricted_to_the_search()
 def test_warm_starts_outside_the_space_are_left_out_with_a_reason():
     v2_levels = ncsnv2_mnist_setting()["num_levels"]
     text = SMOKE.replace("  num_levels: 4\n", "").replace(
-        "params:\n", f"params:\n  num_levels: {{int: [8, {v2_levels - 1}], log: true}}\n")
+        "params:\n", f"params:\n  num_levels: {{int: [8, {v2_levels - 1}], log: true}}\n"
+    )
     spec = parse_spec_text(text)
     first, second = warm_starts(spec)
     assert first.inside and first.point["num_levels"] == 10
@@ -304,8 +323,7 @@ def test_warm_starts_outside_the_space_are_left_out_with_a_reason():
     wider = parse_spec_text(text.replace(f"{v2_levels - 1}]", f"{v2_levels}]"))
     assert all(w.inside for w in warm_starts(wider))
     # A choice must hold the exact value: 128 is missing from [32, 64].
-    text = SMOKE.replace("  batch_size: 16\n", "").replace(
-        "params:\n", "params:\n  batch_size: {choice: [32, 64]}\n")
+    text = SMOKE.replace("  batch_size: 16\n", "").replace("params:\n", "params:\n  batch_size: {choice: [32, 64]}\n")
     assert warm_start_points(parse_spec_text(text)) == []
     # Real-valued ranges are inclusive: the 2019 sigma_begin 1.0 at the range's low end is in.
     edge = parse_spec_text(SMOKE.replace("[0.5, 20.0]", "[1.0, 20.0]"))

@@ -90,10 +90,12 @@ def test_farthest_pair_matches_brute_force(case):
         x = x / x.norm(dim=1, keepdim=True)
     elif case == "clusters":
         # The farthest pair is not the pair of largest radii from the mean.
-        x = torch.cat([
-            torch.randn(2000, 5, generator=gen, dtype=torch.float64) * 0.1,
-            torch.tensor([[9.0, 0, 0, 0, 0], [0, 8.0, 0, 0, 0], [-3.0, -7.5, 0, 0, 0]], dtype=torch.float64),
-        ])
+        x = torch.cat(
+            [
+                torch.randn(2000, 5, generator=gen, dtype=torch.float64) * 0.1,
+                torch.tensor([[9.0, 0, 0, 0, 0], [0, 8.0, 0, 0, 0], [-3.0, -7.5, 0, 0, 0]], dtype=torch.float64),
+            ]
+        )
     else:
         x = torch.zeros(300, 3, dtype=torch.float64)
         x[17, 0], x[211, 2] = 1.0, -2.0
@@ -153,13 +155,16 @@ def test_ncsnv2_gamma_shrinks_with_dimension_and_rejects_bad_targets():
 def test_ncsnv2_num_levels_reproduces_released_configs():
     # Released CIFAR-10 (D = 3072): sigma 50 -> 0.01, L = 232 at the released overlap 0.567.
     assert ncsnv2_num_levels(50.0, 0.01, ncsnv2_gamma(3072, 0.567)) == 232
-    # MNIST (NCSN.md): L = 101 at 0.567 and about 96 at 0.5.
+    # MNIST (docs/NCSN.md): L = 101 at 0.567 and about 96 at 0.5.
     assert ncsnv2_num_levels(MNIST_MAX_PAIRWISE_DISTANCE, 0.01, ncsnv2_gamma(784, 0.567)) == 101
     assert ncsnv2_num_levels(MNIST_MAX_PAIRWISE_DISTANCE, 0.01, ncsnv2_gamma(784, 0.5)) in (95, 96)
     # The chosen L gives the ladder ratio nearest to gamma (in log) among its neighbours.
     gamma = ncsnv2_gamma(784, 0.5)
     L = ncsnv2_num_levels(MNIST_MAX_PAIRWISE_DISTANCE, 0.01, gamma)
-    miss = lambda n: abs(math.log(ladder_ratio(MNIST_MAX_PAIRWISE_DISTANCE, 0.01, n) / gamma))
+
+    def miss(n):
+        return abs(math.log(ladder_ratio(MNIST_MAX_PAIRWISE_DISTANCE, 0.01, n) / gamma))
+
     assert miss(L) < miss(L - 1) and miss(L) < miss(L + 1)
     with pytest.raises(ValueError, match="gamma"):
         ncsnv2_num_levels(1.0, 0.01, 1.0)
@@ -201,7 +206,7 @@ def test_ncsnv2_step_lr_minimises_the_expression():
 def test_snr_and_paper_code_conversion():
     assert round(snr_of_step(2e-5, 0.01), 3) == 0.316  # NCSN v1
     assert round(snr_of_step(6.2e-6, 0.01), 3) == 0.176  # NCSNv2 CIFAR-10
-    # Code eps 2e-5 is paper eps 4e-5 (NCSN.md).
+    # Code eps 2e-5 is paper eps 4e-5 (docs/NCSN.md).
     assert code_to_paper_step_lr(2e-5) == pytest.approx(4e-5, rel=1e-15)
     assert paper_to_code_step_lr(4e-5) == pytest.approx(2e-5, rel=1e-15)
     with pytest.raises(ValueError, match="step_lr"):
@@ -222,20 +227,30 @@ def test_recommend_mnist_applies_the_techniques():
     assert round(rec["gamma"], 3) == 1.082
     assert rec["step_lr"] == ncsnv2_step_lr(0.01, rec["gamma"], 5)
     assert rec["snr"] == pytest.approx(math.sqrt(rec["step_lr"] / (2 * 0.01**2)), rel=1e-12)
-    assert 0.16 <= rec["snr"] <= 0.32  # the known-good range of NCSN.md
+    assert 0.16 <= rec["snr"] <= 0.32  # the known-good range of docs/NCSN.md
     assert "NCSNv2" in rec["provenance"]
     released = recommend("mnist", n_steps_each=5, target=0.567)
     assert released["num_levels"] == 101 and sig_figs(released["step_lr"], 3) == 1.07e-5
 
 
 def test_warm_start_settings_share_keys():
-    assert NCSN_2019_MNIST == dict(sigma_begin=1.0, sigma_end=0.01, num_levels=10, step_lr=2e-5,
-                                   n_steps_each=100, batch_size=128, lr=1e-3, ema=0.0, denoise=False)
+    assert NCSN_2019_MNIST == dict(
+        sigma_begin=1.0,
+        sigma_end=0.01,
+        num_levels=10,
+        step_lr=2e-5,
+        n_steps_each=100,
+        batch_size=128,
+        lr=1e-3,
+        ema=0.0,
+        denoise=False,
+    )
     v2 = ncsnv2_mnist_setting(n_steps_each=3)
     assert v2.keys() == NCSN_2019_MNIST.keys()
     rec = recommend("mnist", n_steps_each=3)
     assert {k: v2[k] for k in ("sigma_begin", "sigma_end", "num_levels", "step_lr", "n_steps_each")} == {
-        k: rec[k] for k in ("sigma_begin", "sigma_end", "num_levels", "step_lr", "n_steps_each")}
+        k: rec[k] for k in ("sigma_begin", "sigma_end", "num_levels", "step_lr", "n_steps_each")
+    }
     assert v2["ema"] == 0.999 and v2["denoise"] is True and round(v2["sigma_begin"], 2) == 16.88
 
 
@@ -252,6 +267,7 @@ def test_recommend_cli_prints_table_and_json(capsys):
     table = capsys.readouterr().out
     assert "num_levels    95" in table and "n_steps_each  10" in table
     # One real `python -m` run: the module entry point works and --json round-trips.
-    out = subprocess.run([sys.executable, "-m", "trainables.recommend", "--json"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "trainables.recommend", "--json"], capture_output=True, text=True, check=True
+    ).stdout
     assert json.loads(out) == recommend("mnist", n_steps_each=5)

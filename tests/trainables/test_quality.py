@@ -57,10 +57,17 @@ class _NetFeatures(nn.Module):
 
 # --- metric registry -------------------------------------------------------------------------
 
+
 def test_metric_directions_and_worst_values():
     assert {n: metric_mode(n) for n in METRICS} == {
-        "fid": "min", "kid": "min", "inception_score": "max", "precision": "max", "recall": "max",
-        "density": "max", "coverage": "max", "class_coverage": "max",
+        "fid": "min",
+        "kid": "min",
+        "inception_score": "max",
+        "precision": "max",
+        "recall": "max",
+        "density": "max",
+        "coverage": "max",
+        "class_coverage": "max",
     }
     assert worst_value("fid") == math.inf and worst_value("kid") == math.inf
     assert worst_value("precision") == 0.0 and worst_value("inception_score") == 0.0
@@ -80,6 +87,7 @@ def test_protocol_id_is_order_free_and_sensitive_to_every_field():
 
 
 # --- FID -------------------------------------------------------------------------------------
+
 
 def test_fid_closed_form_for_diagonal_gaussians():
     # N(mu1, diag(a)) vs N(mu2, diag(b)): ||mu1 - mu2||^2 + sum (sqrt(a) - sqrt(b))^2
@@ -114,6 +122,7 @@ def test_fid_handles_a_zero_covariance():
 
 
 # --- KID -------------------------------------------------------------------------------------
+
 
 def test_mmd2_unbiased_matches_explicit_double_sums():
     x, y = _correlated(12, 5, 3), _correlated(9, 5, 4, shift=0.5)
@@ -158,6 +167,7 @@ def test_kid_equals_per_subset_mmd_over_its_subsets(n_sample, subset_size):
 
 # --- precision / recall / density / coverage ---------------------------------------------------
 
+
 def test_manifold_metrics_hand_computed_on_a_line():
     real = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0], [5.0]])  # every 1-NN radius is 1
     fake = torch.tensor([[0.5], [10.0], [2.2]])  # 1-NN radii 1.7, 7.8, 1.7
@@ -193,6 +203,7 @@ def test_manifold_metrics_match_brute_force_across_chunks(monkeypatch):
 
 # --- Inception Score, class coverage -------------------------------------------------------------
 
+
 def test_inception_score_known_values():
     confident = 50.0 * torch.eye(10)
     assert inception_score(confident.repeat(30, 1)) == pytest.approx(10.0, rel=1e-9)
@@ -210,13 +221,17 @@ def test_class_coverage_known_values():
 
 # --- evaluate(): input checks, protocol, known answers --------------------------------------------
 
-@pytest.mark.parametrize("bad, match", [
-    (torch.rand(10, 28, 28), "shape"),
-    (torch.rand(10, 1, 28, 28) * 2, r"\[0, 1\]"),
-    (torch.full((10, 1, 28, 28), float("nan")), "NaN"),
-    ((torch.rand(10, 1, 28, 28) * 255).byte(), "float"),
-    (torch.rand(4, 1, 28, 28), "N=4"),
-])
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.rand(10, 28, 28), "shape"),
+        (torch.rand(10, 1, 28, 28) * 2, r"\[0, 1\]"),
+        (torch.full((10, 1, 28, 28), float("nan")), "NaN"),
+        ((torch.rand(10, 1, 28, 28) * 255).byte(), "float"),
+        (torch.rand(4, 1, 28, 28), "N=4"),
+    ],
+)
 def test_evaluate_rejects_bad_images(bad, match):
     with pytest.raises(ValueError, match=match):
         evaluate(bad)
@@ -254,7 +269,7 @@ def test_half_of_test_set_against_the_other_half(test_images):
     tm.update(half_b, real=True)
     tm.update(half_a, real=False)
     assert r["fid"] == pytest.approx(tm.compute().item(), rel=1e-4)
-    # FID's small-sample bias on these 64-d features is ~0.5 * 1000 / N per side (NCSN.md):
+    # FID's small-sample bias on these 64-d features is ~0.5 * 1000 / N per side (docs/NCSN.md):
     # ~0.2 for 5000 vs 5000 (measured 0.29); degraded sets score >= 100
     assert r["fid"] < 0.5
     # KID indistinguishable from 0: within 3 spreads of the per-subset estimates (measured 0.009,
@@ -273,12 +288,19 @@ def test_real_training_digits_score_as_real(cases):
     assert r["class_coverage"] > 0.99 and r["inception_score"] > 9
 
 
-@pytest.mark.parametrize("case, worse_on, unchanged", [
-    ("noise", ["fid", "kid", "inception_score", "precision", "recall", "density", "coverage", "class_coverage"], []),
-    ("blurred", ["fid", "kid", "inception_score", "precision", "recall", "density", "coverage"], []),
-    ("repeated", ["fid", "kid", "inception_score", "recall", "coverage", "class_coverage"], []),
-    ("one_class", ["fid", "kid", "inception_score", "recall", "coverage", "class_coverage"], ["precision"]),
-])
+@pytest.mark.parametrize(
+    "case, worse_on, unchanged",
+    [
+        (
+            "noise",
+            ["fid", "kid", "inception_score", "precision", "recall", "density", "coverage", "class_coverage"],
+            [],
+        ),
+        ("blurred", ["fid", "kid", "inception_score", "precision", "recall", "density", "coverage"], []),
+        ("repeated", ["fid", "kid", "inception_score", "recall", "coverage", "class_coverage"], []),
+        ("one_class", ["fid", "kid", "inception_score", "recall", "coverage", "class_coverage"], ["precision"]),
+    ],
+)
 def test_degraded_samples_score_clearly_worse(cases, case, worse_on, unchanged):
     real, bad = cases["real"], cases[case]
     for name in worse_on:

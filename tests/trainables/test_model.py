@@ -15,7 +15,7 @@ from trainables.model import (
 
 
 def test_reference_size_is_exact():
-    # NCSN.md: ngf=64, 1 channel, 10 levels -> 7,638,657 parameters, 216,960 in the embeddings.
+    # docs/NCSN.md: ngf=64, 1 channel, 10 levels -> 7,638,657 parameters, 216,960 in the embeddings.
     model = CondRefineNetDilated(ngf=64, num_levels=10, channels=1, image_size=28)
     assert count_parameters(model) == 7_638_657
     assert embedding_parameters(model) == 216_960
@@ -51,8 +51,10 @@ def test_shapes_and_stage_resolutions(image_size):
     half = image_size // 2
     assert seen["res1"] == (2, 8, image_size, image_size)
     assert seen["res2"] == seen["res3"] == seen["res4"] == (2, 16, half, half)
-    dilations = {name: {m.dilation for m in getattr(model, name).modules() if isinstance(m, torch.nn.Conv2d)}
-                 for name in ("res3", "res4")}
+    dilations = {
+        name: {m.dilation for m in getattr(model, name).modules() if isinstance(m, torch.nn.Conv2d)}
+        for name in ("res3", "res4")
+    }
     assert dilations == {"res3": {(2, 2)}, "res4": {(4, 4)}}
 
 

@@ -1,0 +1,69 @@
+"""The closing text of a search, for either kind, from the experiment folder alone.
+
+``platform/run_search.py`` prints it when a search ends (or is interrupted): how many trials,
+the best ones (the kind's part: :func:`analysis.joint.summary_lines`,
+:func:`analysis.sampler.summary_lines`), errored trials, whether the search is incomplete, the
+report it wrote, and the commands to look further or resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from analysis.load import Experiment, load_experiment
+from analysis.rank import protocol_counts, rank_trials
+from analysis.report import sections_of
+from analysis.report import write_report as write_report_files
+from analysis.status import ENDED, status_counts
+from trainables.layout import ERRORED
+
+
+def _report_lines(exp_dir: Path) -> list[str]:
+    try:
+        return [f"report: {write_report_files(exp_dir)}"]
+    except ValueError as err:  # e.g. trials scored under different protocols
+        return [
+            f"report: {err}; writing one ranking per protocol instead",
+            f"report: {write_report_files(exp_dir, per_protocol=True)}",
+        ]
+
+
+def _state_lines(exp: Experiment) -> list[str]:
+    counts = status_counts(exp.trials)
+    lines = []
+    if counts[ERRORED]:
+        lines.append(f"{counts[ERRORED]} trial(s) errored; see error.txt in their trial folders")
+    wanted = exp.kind.num_trials(exp.search)
+    ended = sum(counts[s] for s in ENDED)
+    if wanted is not None and ended < wanted:
+        lines.append(f"the search is incomplete ({ended} of {wanted} trials ended): resume it with the command below")
+    return lines
+
+
+def _command_lines(exp: Experiment) -> list[str]:
+    space = exp.search.get("source") or (exp.search.get("spec") or {}).get("name") or exp.name
+    return [
+        f"TensorBoard: tensorboard --logdir {exp.exp_dir} --host 127.0.0.1",
+        f"report:      python platform/report.py {exp.exp_dir}",
+        f"resume:      python platform/run_search.py --space {space} --storage-path {exp.exp_dir.parent} "
+        f"--name {exp.exp_dir.name} --resume",
+    ]
+
+
+def closing_summary(exp_dir: str | Path, write_report: bool = True, top: int = 5) -> str:
+    """The closing text of the search in ``exp_dir`` (either kind; see the module docstring).
+
+    Ranks by the spec's metric; trials scored under several protocols are ranked per protocol.
+    With ``write_report`` the report is written into ``<exp_dir>/report/`` (one ranking per
+    protocol when the trials mix them) and its path is named. ``ValueError`` when ``exp_dir``
+    is not an experiment folder.
+    """
+    exp = load_experiment(exp_dir)
+    mixed = len(protocol_counts(exp.trials)) > 1
+    ranked = rank_trials(exp.trials, per_protocol=mixed) if len(exp.trials) else exp.trials
+    lines = [f"\n{len(exp.trials)} {exp.kind.trials_word} in {exp.exp_dir}"]
+    lines += sections_of(exp).summary_lines(exp, ranked, top)
+    lines += _state_lines(exp)
+    if write_report:
+        lines += _report_lines(exp.exp_dir)
+    return "\n".join(lines + _command_lines(exp))

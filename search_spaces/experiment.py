@@ -1,0 +1,177 @@
+"""What every search does with its experiment folder and its Ray cluster, whatever its kind.
+
+The folder ``<storage_path>/<name>/`` (file names in :mod:`trainables.layout`): refused when it
+already holds something and ``--resume`` was not given; ``search.json`` (the spec as run, its
+kind, budget mode, study name, warm starts and what the kind adds) written atomically before any
+trial starts; ``spec.yaml`` a copy of the file the search started from. The Ray cluster is local
+(dashboard on 127.0.0.1) unless ``--address`` names one, and is shut down however the search ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from search_spaces.loading import parse_spec
+from search_spaces.schema import SearchSpec
+from search_spaces.tuning import tune_settings
+from search_spaces.validate import override, with_preview
+from trainables.layout import SEARCH_FILE, SPEC_COPY, experiment_kind, read_search_record
+
+Say = Callable[[str], None]
+
+# --smoke-test: whatever the spec, a tiny run that finishes in about a minute on a CPU.
+SMOKE_BUDGET = {"num_trials": 2, "max_concurrent": 2, "iterations": 20, "eval_every": 10, "eval_samples": 32}
+SMOKE_FIXED = {"ngf": 8, "n_steps_each": 2}
+SMOKE_SCHEDULER = {"grace_period": 10}
+
+
+@dataclass
+class SearchOptions:
+    """What the command line decides; everything else comes from the spec."""
+
+    storage_path: str = "./runs"
+    name: str | None = None
+    num_trials: int | None = None
+    budget: str = "auto"  # auto | preview | full
+    address: str | None = None
+    resume: bool = False
+    smoke_test: bool = False
+    dashboard: bool = True
+    dashboard_port: int = 8265
+    verbose: int = 1
+    report: bool = True
+    calibrate: bool = True
+    checkpoint: str | None = None  # a sampler-only search on this experiment/trial/checkpoint folder
+    top_k: int = 1  # with an experiment folder: the best checkpoints of this many trials
+
+
+def experiment_dir(options: SearchOptions, default_name: str) -> Path:
+    """``<storage_path>/<--name or default_name>``, absolute."""
+    return Path(options.storage_path).expanduser().resolve() / (options.name or default_name)
+
+
+def check_folder(exp_dir: Path, options: SearchOptions, kind: str) -> None:
+    """Refuse to start over a folder that holds something, or to resume one that holds no search
+    of ``kind``; ``ValueError`` with one line saying what to pass instead."""
+    if options.resume:
+        found = experiment_kind(exp_dir)
+        if found != kind:
+            what = "no search" if found is None else f"a {found} search, not a {kind} one"
+            raise ValueError(f"--resume: {exp_dir} holds {what} ({SEARCH_FILE}); check --storage-path and --name")
+    elif exp_dir.exists() and any(exp_dir.iterdir()):
+        raise ValueError(
+            f"experiment folder {exp_dir} already exists; pass --resume to continue it or --name to start a new one"
+        )
+
+
+def recorded_spec(exp_dir: Path) -> tuple[SearchSpec, dict]:
+    """The spec a search ran with, and its whole search.json, for a resume."""
+    record = read_search_record(exp_dir)
+    spec = parse_spec(record["spec"], file=str(exp_dir / SEARCH_FILE), source=record.get("source"))
+    return spec, record
+
+
+def write_record(exp_dir: Path, spec: SearchSpec, record: dict) -> None:
+    """search.json (atomically: a reader never sees half a file) and the spec file's copy."""
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    if spec.source and Path(spec.source).exists():
+        shutil.copyfile(spec.source, exp_dir / SPEC_COPY)
+    tmp = exp_dir / f"{SEARCH_FILE}.tmp"
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    os.replace(tmp, exp_dir / SEARCH_FILE)
+
+
+def base_record(
+    spec: SearchSpec, kind: str, options: SearchOptions, gpus: float, study_name: str, time_attr: str
+) -> dict:
+    """The part of search.json every kind writes."""
+    return {
+        "kind": kind,
+        "spec": spec.to_dict(),
+        "source": str(spec.source) if spec.source else None,
+        "budget_mode": budget_mode(options, gpus),
+        "study_name": study_name,
+        "time_attr": time_attr,
+        "resources": resources_for(spec, gpus),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def budget_mode(options: SearchOptions, gpus: float) -> str:
+    """smoke | preview | full: which budget of the spec ran."""
+    if options.smoke_test:
+        return "smoke"
+    if options.budget == "auto":
+        return "full" if gpus > 0 else "preview"
+    return options.budget
+
+
+def choose_budget(spec: SearchSpec, options: SearchOptions, gpus: float, say: Say) -> SearchSpec:
+    """Apply the CPU preview where there is no GPU (unless ``--budget full``), then overrides."""
+    preview = options.budget == "preview" or (options.budget == "auto" and gpus == 0)
+    if preview:
+        if options.budget == "auto":
+            say(
+                "notice: no GPU in this Ray cluster, so this runs the spec's CPU preview budget "
+                "(fewer, shorter trials); pass --budget full to run the full budget anyway"
+            )
+        spec = with_preview(spec)
+    if options.smoke_test:
+        fixed = {k: v for k, v in SMOKE_FIXED.items() if k not in spec.params}
+        spec = override(spec, budget=SMOKE_BUDGET, fixed=fixed, scheduler=SMOKE_SCHEDULER)
+    if options.num_trials is not None:
+        spec = override(spec, budget={"num_trials": options.num_trials})
+    if options.name:
+        spec = override(spec, name=options.name)
+    return spec
+
+
+def resources_for(spec: SearchSpec, gpus: float) -> dict[str, float]:
+    """A trial's resources: the spec's, without the GPU share where the cluster has no GPU."""
+    return {k: float(v) for k, v in tune_settings(spec, gpu_available=gpus > 0)["resources"].items()}
+
+
+@contextlib.contextmanager
+def ray_cluster(options: SearchOptions, say: Say) -> Iterator[dict]:
+    """Start a local Ray cluster (or join ``options.address``) with the dashboard on 127.0.0.1;
+    yield its resources ({"CPU": n, "GPU": m, ...}); shut Ray down however the block ends."""
+    import ray
+
+    kwargs: dict[str, Any] = {
+        "log_to_driver": options.verbose >= 2,
+        "configure_logging": True,
+        "logging_level": "WARNING",
+    }
+    if options.address:
+        kwargs["address"] = options.address
+    elif options.dashboard:
+        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=options.dashboard_port)
+    else:
+        kwargs["include_dashboard"] = False
+    context = ray.init(**kwargs)
+    try:
+        url = getattr(context, "dashboard_url", None)
+        if url:
+            say(f"Ray dashboard: http://{url}")
+            token = Path.home() / ".ray" / "auth_token"
+            if token.exists():
+                say(
+                    f"  token authentication is on: the token is in {token}; the browser asks for it, "
+                    f"and HTTP clients send 'Authorization: Bearer <token>'"
+                )
+        yield ray.cluster_resources()
+    finally:
+        ray.shutdown()
+
+
+def is_incomplete(spec: SearchSpec, results) -> bool:
+    """True when the search was interrupted before every trial of its budget ended."""
+    return results.num_terminated + results.num_errors < spec.budget.num_trials
