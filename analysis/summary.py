@@ -28,13 +28,27 @@ def _report_lines(exp_dir: Path) -> list[str]:
         ]
 
 
+def progress(exp: Experiment) -> tuple[int, int | None]:
+    """(trials that ended, trials the search's budget asked for, None where search.json lacks it).
+    A trial ended when it finished, was stopped by ASHA, diverged or errored."""
+    counts = status_counts(exp.trials)
+    return sum(counts[s] for s in ENDED), exp.kind.num_trials(exp.search)
+
+
+def is_incomplete(exp_dir: str | Path) -> bool:
+    """Whether the search in ``exp_dir`` ended before every trial of its budget did (it was
+    interrupted, or is still running): what the closing summary says, read from disk. Ray's own
+    count is no guide here: it reports trials that never started as errored."""
+    ended, wanted = progress(load_experiment(exp_dir))
+    return wanted is not None and ended < wanted
+
+
 def _state_lines(exp: Experiment) -> list[str]:
     counts = status_counts(exp.trials)
     lines = []
     if counts[ERRORED]:
         lines.append(f"{counts[ERRORED]} trial(s) errored; see error.txt in their trial folders")
-    wanted = exp.kind.num_trials(exp.search)
-    ended = sum(counts[s] for s in ENDED)
+    ended, wanted = progress(exp)
     if wanted is not None and ended < wanted:
         lines.append(f"the search is incomplete ({ended} of {wanted} trials ended): resume it with the command below")
     return lines

@@ -170,8 +170,3 @@ def ray_cluster(options: SearchOptions, say: Say) -> Iterator[dict]:
         yield ray.cluster_resources()
     finally:
         ray.shutdown()
-
-
-def is_incomplete(spec: SearchSpec, results) -> bool:
-    """True when the search was interrupted before every trial of its budget ended."""
-    return results.num_terminated + results.num_errors < spec.budget.num_trials

@@ -15,7 +15,7 @@ from fake_experiment import (
     trial_folders,
 )
 
-from analysis.summary import closing_summary
+from analysis.summary import closing_summary, is_incomplete
 from trainables.layout import ERRORED, STOPPED, UNFINISHED
 
 
@@ -114,3 +114,14 @@ def test_a_sampler_search_cut_short_is_incomplete(tmp_path):
     exp.write_search()
     text = closing_summary(exp.exp_dir, write_report=False)
     assert "the search is incomplete (6 of 8 trials ended)" in text
+
+
+def test_is_incomplete_reads_the_ended_trials_against_the_budget(tmp_path):
+    joint = smoke_like(tmp_path / "a")
+    sampler = sampler_like(tmp_path / "b")
+    assert not is_incomplete(joint.exp_dir) and not is_incomplete(sampler.exp_dir)
+    sampler.search["sampler"]["num_trials"] = 8  # two more were planned and never ran
+    sampler.write_search()
+    joint.search["spec"]["budget"]["num_trials"] += 1
+    joint.write_search()
+    assert is_incomplete(sampler.exp_dir) and is_incomplete(joint.exp_dir)
