@@ -15,8 +15,13 @@ import argparse
 import sys
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse would print its usage first)
+        self.exit(2, f"run_search.py: error: {message}; see --help\n")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", required=True, help="search-space YAML: a shipped name or a path")
     p.add_argument("--storage-path", default="./runs", help="where experiment folders go (default ./runs)")
     p.add_argument("--name", help="experiment name (default: the spec's name)")
@@ -30,7 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--address", help="join an existing Ray cluster (default: start a local one)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment of this name")
     p.add_argument("--smoke-test", action="store_true", help="a tiny run of this spec (about a minute on a CPU)")
-    p.add_argument("--dashboard-port", type=int, default=8265, help="Ray dashboard port on 127.0.0.1")
+    p.add_argument(
+        "--dashboard-port", type=int, help="Ray dashboard port on 127.0.0.1 (default: 8265 or the next free one)"
+    )
     p.add_argument("--no-dashboard", action="store_true", help="start the local cluster without the dashboard")
     p.add_argument("--no-calibration", action="store_true", help="skip the cost estimate before the search")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
@@ -47,20 +54,7 @@ def fail(message: str) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.num_trials is not None and args.num_trials < 1:
-        return fail(f"--num-trials {args.num_trials}: must be at least 1")
-    if args.top_k < 1:
-        return fail(f"--top-k {args.top_k}: must be at least 1")
-    if args.top_k > 1 and args.checkpoint is None:
-        return fail(f"--top-k {args.top_k}: needs --checkpoint <experiment folder>")
-    from search_spaces.spec import SpecError, load_spec
-
-    try:
-        spec = load_spec(args.space)
-    except SpecError as err:
-        return fail(str(err))
-    from search_spaces.experiment import SearchOptions
-    from search_spaces.runner import run_search
+    from search_spaces.options import SearchOptions, check_options
 
     options = SearchOptions(
         storage_path=args.storage_path,
@@ -78,9 +72,14 @@ def main(argv=None) -> int:
         checkpoint=args.checkpoint,
         top_k=args.top_k,
     )
-    try:
+    from search_spaces.runner import run_search
+    from search_spaces.spec import SpecError, load_spec
+
+    try:  # every input is checked here, before a Ray cluster starts
+        check_options(options)
+        spec = load_spec(args.space)
         _, exp_dir, _ = run_search(spec, options)
-    except ValueError as err:
+    except (SpecError, ValueError) as err:
         return fail(str(err))
     from analysis.summary import closing_summary, is_incomplete
 

@@ -15,11 +15,11 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from search_spaces.loading import parse_spec
+from search_spaces.options import SearchOptions
 from search_spaces.schema import SearchSpec
 from search_spaces.tuning import tune_settings
 from search_spaces.validate import override, with_preview
@@ -31,26 +31,6 @@ Say = Callable[[str], None]
 SMOKE_BUDGET = {"num_trials": 2, "max_concurrent": 2, "iterations": 20, "eval_every": 10, "eval_samples": 32}
 SMOKE_FIXED = {"ngf": 8, "n_steps_each": 2}
 SMOKE_SCHEDULER = {"grace_period": 10}
-
-
-@dataclass
-class SearchOptions:
-    """What the command line decides; everything else comes from the spec."""
-
-    storage_path: str = "./runs"
-    name: str | None = None
-    num_trials: int | None = None
-    budget: str = "auto"  # auto | preview | full
-    address: str | None = None
-    resume: bool = False
-    smoke_test: bool = False
-    dashboard: bool = True
-    dashboard_port: int = 8265
-    verbose: int = 1
-    report: bool = True
-    calibrate: bool = True
-    checkpoint: str | None = None  # a sampler-only search on this experiment/trial/checkpoint folder
-    top_k: int = 1  # with an experiment folder: the best checkpoints of this many trials
 
 
 def experiment_dir(options: SearchOptions, default_name: str) -> Path:
@@ -153,7 +133,9 @@ def ray_cluster(options: SearchOptions, say: Say) -> Iterator[dict]:
     if options.address:
         kwargs["address"] = options.address
     elif options.dashboard:
-        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=options.dashboard_port)
+        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
+        if options.dashboard_port is not None:  # else Ray takes 8265 or the next free port
+            kwargs["dashboard_port"] = options.dashboard_port
     else:
         kwargs["include_dashboard"] = False
     context = ray.init(**kwargs)

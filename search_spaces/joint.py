@@ -7,7 +7,8 @@ space); ASHA's time attribute is training iterations; each trial runs
 
 from __future__ import annotations
 
-from search_spaces.experiment import Say, SearchOptions, choose_budget
+from search_spaces.experiment import Say, choose_budget
+from search_spaces.options import SearchOptions
 from search_spaces.plan import SearchPlan
 from search_spaces.schema import SearchSpec
 from search_spaces.space import make_space_fn

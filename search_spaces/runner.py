@@ -14,9 +14,9 @@ import uuid
 from pathlib import Path
 
 from search_spaces import joint, sampler
+from search_spaces.errors import SpecError
 from search_spaces.experiment import (
     Say,
-    SearchOptions,
     base_record,
     check_folder,
     experiment_dir,
@@ -25,11 +25,12 @@ from search_spaces.experiment import (
     resources_for,
     write_record,
 )
+from search_spaces.options import SearchOptions, check_options
 from search_spaces.plan import SearchPlan
 from search_spaces.schema import SearchSpec
 from search_spaces.space import make_sampler
 from search_spaces.validate import override
-from trainables.layout import SAMPLER, STUDY_FILE, experiment_kind, trial_dirname
+from trainables.layout import SAMPLER, SEARCH_FILE, STUDY_FILE, experiment_kind, trial_dirname
 
 KINDS = {joint.KIND: joint, sampler.KIND: sampler}
 
@@ -48,16 +49,22 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
     """Run (or resume) the search described by ``spec``; return (the spec as run, the experiment
     folder, Ray's ResultGrid). Everything the user gave is checked before Ray starts
     (``ValueError``, one line)."""
-    kind = kind_of(spec, options)
+    check_options(options)
     if options.name:
-        override(spec, name=options.name)  # an invalid --name is refused before Ray starts
+        try:
+            override(spec, name=options.name)
+        except SpecError as err:
+            raise ValueError(f"--name {options.name!r}: {err.problem}; give e.g. --name sigmas-2") from None
+    kind = kind_of(spec, options)
     exp_dir = experiment_dir(options, kind.default_name(spec))
     check_folder(exp_dir, options, kind.KIND)
-    prepared = None if options.resume else kind.prepare(spec, options)
+    if options.resume:
+        spec, record = _recorded(exp_dir)
+    else:
+        prepared = kind.prepare(spec, options)
     with ray_cluster(options, say) as resources:
         gpus = float(resources.get("GPU", 0))
         if options.resume:
-            spec, record = recorded_spec(exp_dir)
             say(f"resuming the {kind.KIND} search {exp_dir} ({record.get('budget_mode')} budget)")
             tuner = _restore_tuner(kind, spec, exp_dir, gpus)
         else:
@@ -72,6 +79,17 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
         say(f"results: {exp_dir}")
         results = tuner.fit()
     return spec, exp_dir, results
+
+
+def _recorded(exp_dir: Path) -> tuple[SearchSpec, dict]:
+    """The spec and search.json of a folder to resume, read before a cluster starts."""
+    try:
+        return recorded_spec(exp_dir)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"--resume: {exp_dir / SEARCH_FILE} does not hold a search this version can resume "
+            f"({err.__class__.__name__}: {err}); start a new search with --name"
+        ) from None
 
 
 def _trainable(function, budget, spec: SearchSpec, gpus: float):

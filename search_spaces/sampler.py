@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from search_spaces.checkpoints import CheckpointInfo, resolve_checkpoints
-from search_spaces.experiment import Say, SearchOptions, choose_budget
+from search_spaces.experiment import Say, choose_budget
+from search_spaces.options import SearchOptions
 from search_spaces.plan import SearchPlan
 from search_spaces.schema import ParamSpec, SamplerSearchSpec, SearchSpec
 from search_spaces.space import OptunaSpace

@@ -206,3 +206,34 @@ def test_search_wrote_its_report(smoke_experiment):
     assert smoke_experiment.returncode == 0, smoke_experiment.output[-3000:]
     for name in ("report.md", "report.html", "leaderboard.csv"):
         assert (report / name).stat().st_size > 0
+
+
+def test_two_searches_on_one_machine_both_run_with_their_own_dashboards(tmp_path):
+    """No --dashboard-port: Ray picks 8265 or the next free port for each local cluster."""
+    procs = []
+    for i in range(2):
+        time.sleep(8 * i)  # the second starts while the first holds its cluster and dashboard
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "platform/run_search.py",
+                    "--space",
+                    "smoke.yaml",
+                    "--smoke-test",
+                    "--no-calibration",
+                    "--no-report",
+                    "--storage-path",
+                    str(tmp_path / f"runs{i}"),
+                ],
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )
+        )
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
+    urls = [next(line for line in o.splitlines() if line.startswith("Ray dashboard: http://127.0.0.1:")) for o in outs]
+    assert urls[0] != urls[1], urls
