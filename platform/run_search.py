@@ -43,6 +43,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--checkpoint", help="sampler-only search on this experiment, trial or checkpoint folder")
     p.add_argument("--top-k", type=int, default=1, help="with --checkpoint EXPERIMENT: the best k trials (default 1)")
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=2,
+        help="restarts of a trial from its last checkpoint when its worker or node dies (default 2)",
+    )
     p.add_argument("-v", "--verbose", type=int, default=1, help="0 quiet, 1 progress (default), 2 trial logs too")
     return p.parse_args(argv)
 
@@ -71,6 +77,7 @@ def main(argv=None) -> int:
         report=not args.no_report,
         checkpoint=args.checkpoint,
         top_k=args.top_k,
+        max_failures=args.max_failures,
     )
     from search_spaces.runner import run_search
     from search_spaces.spec import SpecError, load_spec

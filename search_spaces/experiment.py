@@ -81,6 +81,7 @@ def base_record(
         "study_name": study_name,
         "time_attr": time_attr,
         "resources": resources_for(spec, gpus),
+        "max_failures": options.max_failures,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 

@@ -45,6 +45,7 @@ class SearchOptions:
     calibrate: bool = True
     checkpoint: str | None = None  # a sampler-only search on this experiment/trial/checkpoint folder
     top_k: int = 1  # with an experiment folder: the best checkpoints of this many trials
+    max_failures: int = 2  # restarts of a trial from its last checkpoint when its worker or node dies
 
 
 def check_options(options: SearchOptions) -> None:
@@ -62,6 +63,8 @@ def _check_counts(o: SearchOptions) -> None:
         raise ValueError(f"--num-trials {o.num_trials}: must be at least 1")
     if o.top_k < 1:
         raise ValueError(f"--top-k {o.top_k}: must be at least 1")
+    if o.max_failures < 0:
+        raise ValueError(f"--max-failures {o.max_failures}: must be 0 (a lost worker ends the trial) or more")
     if o.budget not in BUDGETS:
         raise ValueError(f"--budget {o.budget!r}: must be one of {', '.join(BUDGETS)}")
     if o.verbose not in VERBOSITY:

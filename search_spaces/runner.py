@@ -75,7 +75,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
             study_name = f"{exp_dir.name}-{uuid.uuid4().hex[:8]}"
             record = {**base_record(spec, kind.KIND, options, gpus, study_name, kind.TIME_ATTR), **plan.record}
             write_record(exp_dir, spec, record)
-            tuner = build_tuner(spec, plan, exp_dir, gpus, study_name)
+            tuner = build_tuner(spec, plan, exp_dir, gpus, study_name, options.max_failures)
         say(f"results: {exp_dir}")
         results = tuner.fit()
     return spec, exp_dir, results
@@ -99,9 +99,13 @@ def _trainable(function, budget, spec: SearchSpec, gpus: float):
     return tune.with_resources(tune.with_parameters(function, budget=budget), resources_for(spec, gpus))
 
 
-def build_tuner(spec: SearchSpec, plan: SearchPlan, exp_dir: Path, gpus: float, study_name: str):
+def build_tuner(spec: SearchSpec, plan: SearchPlan, exp_dir: Path, gpus: float, study_name: str, max_failures: int = 2):
     """The Tuner of a fresh search: Optuna on SQLite in ``exp_dir`` (seeded, warm starts first)
-    behind a concurrency limit, ASHA on the plan's time attribute."""
+    behind a concurrency limit, ASHA on the plan's time attribute.
+
+    A trial whose worker process or node dies is rescheduled from its last checkpoint up to
+    ``max_failures`` times; Ray does not tell the searcher, so the Optuna trial stays one trial
+    with one result (with 0 the trial would end ERROR and its Optuna trial FAIL)."""
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -133,7 +137,7 @@ def build_tuner(spec: SearchSpec, plan: SearchPlan, exp_dir: Path, gpus: float, 
             name=exp_dir.name,
             storage_path=str(exp_dir.parent),
             checkpoint_config=tune.CheckpointConfig(**plan.keep),
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=1,
         ),
     )

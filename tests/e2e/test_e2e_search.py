@@ -237,3 +237,43 @@ def test_two_searches_on_one_machine_both_run_with_their_own_dashboards(tmp_path
     assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
     urls = [next(line for line in o.splitlines() if line.startswith("Ray dashboard: http://127.0.0.1:")) for o in outs]
     assert urls[0] != urls[1], urls
+
+
+def test_a_trial_whose_worker_dies_resumes_from_its_checkpoint_and_stays_one_optuna_trial(tmp_path):
+    """SIGKILL a trial's worker process after its first evaluation: Ray reschedules the trial from
+    its last checkpoint (--max-failures, default 2); iterations go on from there, and the study
+    holds exactly the requested trials, each COMPLETE once."""
+    space = tmp_path / "fault.yaml"
+    text = (REPO / "search_spaces" / "smoke.yaml").read_text()
+    space.write_text(text.replace("grace_period: 10", "grace_period: 40"))  # ASHA stops nothing early
+    storage, wanted = tmp_path / "runs", 2
+    args = ["--space", str(space), "--storage-path", str(storage), "--num-trials", str(wanted), "--no-dashboard",
+            "--no-calibration", "--no-report"]  # fmt: skip
+    exp_dir = storage / "smoke"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "platform/run_search.py", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    victim, deadline = None, time.monotonic() + 600
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        for trial in trial_dirs(exp_dir) if exp_dir.exists() else []:
+            rows = result_rows(trial)
+            if rows and rows[-1]["iterations"] < 40:
+                victim = (trial, rows[-1]["pid"], len(rows))
+                break
+        time.sleep(0.2)
+    assert victim is not None, "no trial reported before the end:\n" + proc.communicate()[0][-2000:]
+    trial, pid, rows_before = victim
+    os.kill(pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    rows = result_rows(trial)
+    steps = [r["iterations"] for r in rows]
+    assert len(rows) > rows_before and steps[-1] == 40, steps
+    assert steps == sorted(set(steps)), f"the killed trial restarted from 0: {steps}"
+    assert rows[-1]["pid"] != pid  # a new worker finished it
+    assert len(trial_dirs(exp_dir)) == wanted
+    study = study_of(exp_dir)
+    assert len(study.trials) == wanted
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    final = {r["trial_id"]: r["kid"] for t in trial_dirs(exp_dir) for r in result_rows(t)[-1:]}
+    assert sorted(t.value for t in study.trials) == pytest.approx(sorted(final.values()))

@@ -75,6 +75,7 @@ def _bad_invocations(tmp_path, taken: int) -> list[tuple[list[str], str]]:
         (["--top-k", "0", "--checkpoint", str(tmp_path)], "--top-k"),
         (["--top-k", "2"], "--top-k"),
         (["--verbose", "7"], "--verbose"),
+        (["--max-failures", "-1"], "--max-failures"),
         (["--budget", "huge"], "--budget"),
         (["--resume", "--num-trials", "3"], "--num-trials"),
         (["--resume", "--smoke-test"], "--smoke-test"),
