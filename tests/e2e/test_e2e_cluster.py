@@ -1,0 +1,149 @@
+"""A real multi-node Ray cluster on this machine, started the documented way (platform/cluster/):
+a head and two worker nodes, each its own `ray start` process with ports and a temp dir of this
+test's own, token authentication on. A worker node's raylet is killed mid-trial; the search
+finishes every trial, the killed trial resumes from its checkpoint on the live node, and the study
+holds exactly the requested trials. Torn down by the PIDs the test started."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import REPO
+
+CLUSTER = REPO / "platform" / "cluster"
+
+
+def _free_ports(n: int) -> list[int]:
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+def _node_ports() -> list[str]:
+    manager, objects, agent_grpc, agent_http, runtime_env, metrics, low = _free_ports(7)
+    return [f"--node-manager-port={manager}", f"--object-manager-port={objects}",
+            f"--dashboard-agent-grpc-port={agent_grpc}", f"--dashboard-agent-listen-port={agent_http}",
+            f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}"]  # fmt: skip
+
+
+def _processes_under(temp_dir: str) -> list[int]:
+    """PIDs of the processes whose command line names this test's temp dir (only ours do)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if temp_dir.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+    return pids
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.fixture
+def cluster():
+    temp_dir = tempfile.mkdtemp(prefix="/tmp/rc")  # short: Ray's socket paths must fit 107 bytes
+    port = _free_ports(1)[0]
+    address = f"127.0.0.1:{port}"
+    # the head uses token authentication: every node and every driver that joins says so
+    env = dict(os.environ, RAY_TMPDIR=temp_dir, RAY_AUTH_MODE="token")
+    head = [str(CLUSTER / "start-head.sh"), f"--port={port}", "--num-cpus=0", "--include-dashboard=false"]
+    worker = [str(CLUSTER / "join.sh"), address, "--num-cpus=1"]
+    started = []
+    try:
+        with (Path(temp_dir) / "logs-of-ray-start.txt").open("w") as log:
+            for n, command in enumerate([head, worker, worker]):
+                command = [*command, f"--temp-dir={temp_dir}", "--block", *_node_ports()]
+                started.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
+                _wait_for_nodes(address, n + 1, env)
+            yield address, env
+    finally:
+        for proc in reversed(started):
+            proc.send_signal(signal.SIGTERM)
+        for proc in started:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)
+        for pid in _processes_under(temp_dir):  # anything `ray start --block` left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _wait_for_nodes(address: str, n: int, env: dict, timeout: float = 120) -> None:
+    probe = (
+        "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False, logging_level='ERROR'); "
+        "print(sum(1 for node in ray.nodes() if node['Alive']))"
+    )
+    deadline, alive = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        out = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True, env=env)
+        if out.returncode == 0 and out.stdout.strip().splitlines() and int(out.stdout.split()[-1]) >= n:
+            return
+        alive = out.stdout.strip() or out.stderr.strip()[-300:]
+        time.sleep(2)
+    raise AssertionError(f"the cluster at {address} did not reach {n} live nodes: {alive}")
+
+
+def _rows(trial: Path) -> list[dict]:
+    path = trial / "result.json"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _trials(exp_dir: Path) -> list[Path]:
+    return (
+        sorted(p for p in exp_dir.iterdir() if p.is_dir() and p.name.startswith("trial_")) if exp_dir.exists() else []
+    )
+
+
+def test_killing_a_worker_node_mid_trial_loses_no_trial(cluster, tmp_path):
+    address, env = cluster
+    space = tmp_path / "fault.yaml"
+    space.write_text(
+        (REPO / "search_spaces" / "smoke.yaml").read_text().replace("grace_period: 10", "grace_period: 40")
+    )
+    storage, wanted = tmp_path / "runs", 2
+    args = ["--space", str(space), "--storage-path", str(storage), "--address", address, "--num-trials", str(wanted),
+            "--no-calibration", "--no-report"]  # fmt: skip
+    exp_dir = storage / "smoke"
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "platform/run_search.py", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    victim, deadline = None, time.monotonic() + 600
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        for trial in _trials(exp_dir):
+            rows = _rows(trial)
+            if rows and rows[-1]["iterations"] < 40:
+                victim = (trial, rows[-1]["pid"], len(rows))
+                break
+        time.sleep(0.2)
+    assert victim is not None, "no trial reported before the end:\n" + proc.communicate()[0][-3000:]
+    trial, pid, rows_before = victim
+    raylet = _parent(pid)
+    assert b"raylet" in Path(f"/proc/{raylet}/cmdline").read_bytes()  # the trial's node
+    os.kill(raylet, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=900)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, out[-3000:]
+    rows = _rows(trial)
+    steps = [r["iterations"] for r in rows]
+    assert len(rows) > rows_before and steps[-1] == 40, steps
+    assert steps == sorted(set(steps)), f"the killed trial restarted from 0: {steps}"
+    assert len(_trials(exp_dir)) == wanted
+    record = json.loads((exp_dir / "search.json").read_text())
+    study = optuna.load_study(study_name=record["study_name"], storage=f"sqlite:///{exp_dir / 'optuna.db'}")
+    assert len(study.trials) == wanted
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    print(f"multi-node fault test: search took {elapsed:.0f} s; killed raylet {raylet} of trial {trial.name}")
