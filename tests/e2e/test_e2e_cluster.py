@@ -70,7 +70,7 @@ def cluster():
                 command = [*command, f"--temp-dir={temp_dir}", "--block", *_node_ports()]
                 started.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
                 _wait_for_nodes(address, n + 1, env)
-            yield address, env
+            yield address, env, temp_dir
     finally:
         for proc in reversed(started):
             proc.send_signal(signal.SIGTERM)
@@ -109,13 +109,13 @@ def _trials(exp_dir: Path) -> list[Path]:
 
 
 def test_killing_a_worker_node_mid_trial_loses_no_trial(cluster, tmp_path):
-    address, env = cluster
+    _, env, temp_dir = cluster  # the search finds the cluster with --address auto (through RAY_TMPDIR)
     space = tmp_path / "fault.yaml"
     space.write_text(
         (REPO / "search_spaces" / "smoke.yaml").read_text().replace("grace_period: 10", "grace_period: 40")
     )
     storage, wanted = tmp_path / "runs", 2
-    args = ["--space", str(space), "--storage-path", str(storage), "--address", address, "--num-trials", str(wanted),
+    args = ["--space", str(space), "--storage-path", str(storage), "--address", "auto", "--num-trials", str(wanted),
             "--no-calibration", "--no-report"]  # fmt: skip
     exp_dir = storage / "smoke"
     start = time.monotonic()
@@ -132,7 +132,8 @@ def test_killing_a_worker_node_mid_trial_loses_no_trial(cluster, tmp_path):
     assert victim is not None, "no trial reported before the end:\n" + proc.communicate()[0][-3000:]
     trial, pid, rows_before = victim
     raylet = _parent(pid)
-    assert b"raylet" in Path(f"/proc/{raylet}/cmdline").read_bytes()  # the trial's node
+    command = Path(f"/proc/{raylet}/cmdline").read_bytes()
+    assert b"raylet" in command and temp_dir.encode() in command  # a node of this cluster runs the trial
     os.kill(raylet, signal.SIGKILL)
     out, _ = proc.communicate(timeout=900)
     elapsed = time.monotonic() - start
