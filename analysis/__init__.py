@@ -11,7 +11,8 @@ the order data flows through them:
   :mod:`analysis.importance` scores parameters on the Optuna study;
 - :mod:`analysis.render` (Markdown, HTML) and :mod:`analysis.plots` (PNG) draw;
 - :mod:`analysis.report` writes the report, with the kind's sections from :mod:`analysis.joint`
-  or :mod:`analysis.sampler`; :mod:`analysis.summary` writes the closing text of a search.
+  or :mod:`analysis.sampler`; :mod:`analysis.summary` writes the closing text of a search;
+  :mod:`analysis.confirm` adds the confirmation stage's verdicts to both, and the pipeline check.
 
 The names below are loaded on first use, so ``import analysis`` stays cheap (no pandas, no
 torch) for code that only needs one of them.
@@ -44,6 +45,9 @@ _EXPORTS = {
     "build_report": "analysis.report",
     "write_report": "analysis.report",
     "closing_summary": "analysis.summary",
+    "confirmation_summary": "analysis.summary",
+    "read_confirmation": "analysis.confirm",
+    "pipeline_check": "analysis.confirm",
 }
 __all__ = sorted(_EXPORTS)
 

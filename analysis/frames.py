@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.kinds import COMPUTE, Kind
-from trainables.metrics import KID_STD, METRICS, PROTOCOL_ID
+from trainables.metrics import KID_STD, METRICS, PROTOCOL_ID, interval_keys
 
 TOTALS = (
     "train_evals_total",
@@ -126,6 +126,8 @@ def trial_row(evals: pd.DataFrame, meta: dict, config: dict, metric: str, mode: 
     for name in METRICS:
         row[name] = _number(pick, name)
     row[KID_STD] = _number(pick, KID_STD)
+    for name in interval_keys():  # the 95% intervals of that same evaluation
+        row[name] = _number(pick, name)
     if kind.best_at:
         row[kind.best_at] = _number(pick, kind.time_attr)
     row["best_evals_total"] = _number(pick, COMPUTE)

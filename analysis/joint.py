@@ -9,13 +9,13 @@ importance (PED-ANOVA on the Optuna study) and the samples of the top trials bes
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from analysis import confirm
 from analysis.files import checkpoint_record
 from analysis.importance import param_importances
 from analysis.kinds import COMPUTE
@@ -32,7 +32,7 @@ from analysis.rank import compare_with_warm_starts, compute_budgets, equal_compu
 from analysis.render import Block, capitalised, fmt, relation, top_text
 from trainables.layout import STOPPED, WARM_START_NAMES
 from trainables.layout import TRAIN_TIME_ATTR as ITERATIONS
-from trainables.metrics import KID_STD, METRICS
+from trainables.metrics import KID_STD, METRICS, hi_key, lo_key
 
 TITLE = "Search report"
 TOP_TABLE = 10  # leaderboard rows shown in the report (leaderboard.csv holds all)
@@ -82,8 +82,10 @@ def leaderboard(ranked: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
         "stop_reason",
         *params,
         metric,
+        lo_key(metric),
+        hi_key(metric),
         f"{metric}_last",
-        *[m for m in METRICS if m != metric],
+        *[key for m in METRICS if m != metric for key in (m, lo_key(m), hi_key(m))],
         KID_STD,
         ITERATIONS,
         "best_iteration",
@@ -104,13 +106,23 @@ def leaderboard(ranked: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
     return frame[first + [c for c in frame.columns if c not in first]]
 
 
+def interval_text(row: pd.Series, metric: str) -> str:
+    """``[lo, hi]``: the 95% interval of ``metric`` in a trials row ('' when it has none)."""
+    lo, hi = row.get(lo_key(metric)), row.get(hi_key(metric))
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return ""
+    return f"[{fmt(lo)}, {fmt(hi)}]"
+
+
 def _shown_leaderboard(board: pd.DataFrame, params: Sequence[str], metric: str) -> pd.DataFrame:
+    board = board.assign(**{f"{metric} 95%": [interval_text(row, metric) for _, row in board.iterrows()]})
     cols = [
         "rank",
         "trial_id",
         "status",
         *params,
         metric,
+        f"{metric} 95%",
         *[m for m in METRICS if m != metric],
         ITERATIONS,
         "best_iteration",
@@ -137,14 +149,11 @@ def _params_text(trial: pd.Series, params: Sequence[str]) -> str:
 # The answer
 
 
-def _best_item(exp: Experiment, best: pd.Series) -> str:
-    spread = (
-        f" (KID spread over its subsets: std {fmt(best[KID_STD])})"
-        if exp.metric == "kid" and pd.notna(best.get(KID_STD))
-        else ""
-    )
+def _best_item(exp: Experiment, best: pd.Series, label: str = "Best setting") -> str:
+    interval = interval_text(best, exp.metric)
+    spread = f" (95% interval {interval}, with the noise of its samples)" if interval else ""
     return (
-        f"Best setting: trial {best['trial_id']} ({_params_text(best, list(exp.params))}) with {exp.metric} "
+        f"{label}: trial {best['trial_id']} ({_params_text(best, list(exp.params))}) with {exp.metric} "
         f"{fmt(best[exp.metric])}{spread} at {fmt(best['best_iteration'])} iterations; status {best['status']}."
     )
 
@@ -155,15 +164,18 @@ def _runner_up_items(exp: Experiment, rated: pd.DataFrame) -> list[str]:
         f"Runner-up: trial {second['trial_id']} with {metric} {fmt(second[metric])}; the best is "
         f"{relation(float(best[metric]), float(second[metric]), exp.mode)}."
     )
-    if metric == "kid" and pd.notna(best.get(KID_STD)) and pd.notna(second.get(KID_STD)):
-        spread = max(float(best[KID_STD]), float(second[KID_STD]))
-        if spread > 0 and math.isfinite(float(second[metric])):
-            gap = abs(float(second[metric]) - float(best[metric])) / spread
-            n = ((exp.search.get("spec") or {}).get("budget") or {}).get("eval_samples", "N")
+    has = lo_key(metric) in rated and hi_key(metric) in rated
+    lo, hi = (pd.to_numeric(rated[k], errors="coerce") if has else None for k in (lo_key(metric), hi_key(metric)))
+    if has and pd.notna(lo.iloc[0]) and pd.notna(hi.iloc[0]):
+        overlapping = rated[(lo <= float(hi.iloc[0])) & (hi >= float(lo.iloc[0]))]
+        others = [t for t in overlapping["trial_id"] if t != best["trial_id"]]
+        if others:
             margin += (
-                f" The gap is {gap:.1f} times the larger KID std over subsets; that std leaves out "
-                f"the noise of drawing only {n} samples, so treat gaps of a few std as ties."
+                f" {len(others)} other trial(s) have a 95% interval that overlaps the best's ({', '.join(others)}): "
+                f"one evaluation does not separate them."
             )
+        else:
+            margin += " No other trial's 95% interval overlaps the best's."
     items = [margin]
     tied = rated[rated["rank"] == best["rank"]]
     if len(tied) > 1:
@@ -198,12 +210,14 @@ def _warm_item(row: pd.Series, best: pd.Series, metric: str, mode: str) -> str:
 
 
 def _answer(exp: Experiment, ranked: pd.DataFrame, warm: pd.DataFrame, importance: pd.DataFrame) -> list[str]:
-    """The summary bullets: best trial, margin over the runner-up, warm starts, importance."""
+    """The summary bullets: best trial, margin over the runner-up, warm starts, importance (no
+    winner named when the pipeline check finds the samples far from digits)."""
     rated = ranked[ranked["rank"].notna()]
     if not len(rated):
         return ["No trial has a finite evaluation yet: nothing to rank."]
     best = rated.iloc[0]
-    items = [_best_item(exp, best)]
+    label = "Best so far (not a result)" if confirm.pipeline_check(exp, ranked) else "Best setting"
+    items = [_best_item(exp, best, label)]
     if len(rated) > 1:
         items += _runner_up_items(exp, rated)
     items += [_warm_item(row, best, exp.metric, exp.mode) for _, row in warm.iloc[1:].iterrows()]
@@ -407,7 +421,8 @@ def group_sections(
     warm = compare_with_warm_starts(ranked, evaluations, exp.warm_start, exp.metric, exp.mode)
     return [
         Block("h2", "Answer"),
-        Block("list", items=_answer(exp, ranked, warm, importance)),
+        Block("list", items=confirm.answer_items(exp, ranked, _answer(exp, ranked, warm, importance))),
+        *confirm.sections(exp, ranked),
         *_leaderboard_blocks(exp, ranked),
         *_warm_blocks(exp, ranked, warm, out_dir, suffix),
         *_curve_blocks(exp, ranked, evaluations, out_dir, suffix),

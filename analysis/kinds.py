@@ -16,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trainables.layout import JOINT, SAMPLER, SAMPLER_TIME_ATTR, TRAIN_TIME_ATTR
-from trainables.metrics import KID_STD, METRICS, PROTOCOL_ID
+from trainables.metrics import KID_STD, METRICS, PROTOCOL_ID, interval_keys
 from trainables.params import SAMPLER_PARAMS
 
 # Report fields of every kind kept in the evaluations frame beside the metrics (Ray's bookkeeping
 # such as hostname or pid is dropped).
 COMMON_FIELDS = (
+    *interval_keys(),  # <metric>_lo, <metric>_hi: the 95% interval of each metric
     KID_STD,
     PROTOCOL_ID,
     "nfe_per_sample",
@@ -74,6 +75,7 @@ class Kind:
         extra = tuple(c for c in ("loss", "step_lr") if c in self.fields)
         return (
             *METRICS,
+            *interval_keys(),
             self.time_attr,
             *extra,
             "nfe_per_sample",

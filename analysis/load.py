@@ -25,6 +25,7 @@ import pandas as pd
 from analysis.files import error_summary, read_json, read_result_rows, read_trial_states, trial_dirs, trial_id_from_name
 from analysis.frames import best_index, eval_columns, evaluation_rows, trial_row
 from analysis.kinds import Kind, kind_of
+from analysis.runtime import runtime_columns
 from analysis.status import trial_status
 from trainables.layout import (
     ERROR_FILE,
@@ -181,7 +182,7 @@ def _load_trial(
         "warm_start": warm_label(config, warm_start),
     }
     evals["warm_start"] = meta["warm_start"]
-    return trial_row(evals, meta, config, metric, mode, kind), evals
+    return {**trial_row(evals, meta, config, metric, mode, kind), **runtime_columns(result_rows)}, evals
 
 
 def load_experiment(exp_dir: str | Path, metric: str | None = None) -> Experiment:

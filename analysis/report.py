@@ -17,10 +17,11 @@ from types import ModuleType
 
 import pandas as pd
 
-from analysis import joint, sampler
+from analysis import confirm, joint, sampler
 from analysis.load import Experiment, load_experiment
 from analysis.rank import check_protocols, rank_trials
 from analysis.render import Block, fmt, relation, write_pages
+from analysis.runtime import runtime_line
 from analysis.status import status_line
 from trainables.layout import FINISHED, JOINT, LEADERBOARD_CSV, REPORT_DIR, REPORT_MD, SAMPLER
 from trainables.metrics import METRICS, NO_PROTOCOL
@@ -45,6 +46,7 @@ def _header(exp: Experiment) -> list[Block]:
                 *sections_of(exp).header_items(exp),
                 f"Started: {exp.search.get('started', 'unknown')}; report written {time.strftime('%Y-%m-%d %H:%M:%S')}",
                 f"Ranking metric: {exp.metric} ({exp.mode}) - {METRICS[exp.metric].description}",
+                runtime_line(exp.trials, exp.search),
                 status_line(exp.trials),
             ],
         ),
@@ -91,6 +93,7 @@ def build_report(exp: Experiment, out_dir: Path, per_protocol: bool = False) -> 
     if not len(exp.trials):
         return blocks + [Block("p", "No trial folder holds results yet.")], ranked
     kind = sections_of(exp)
+    blocks += confirm.warning_blocks(exp, ranked)  # a pipeline check says so before anything else
     groups = _groups(exp, ranked)
     mixed = len(groups) > 1
     if not mixed:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import confirm
 from analysis.kinds import sampler_section
 from analysis.load import Experiment, checkpoint_samples
 from analysis.plots import plot_sample_panels, plot_sampler_panels
@@ -35,7 +36,7 @@ from trainables.layout import (
     WARM_TECHNIQUE4,
     WARM_TRAINED_WITH,
 )
-from trainables.metrics import KID_STD, METRICS
+from trainables.metrics import KID_STD, METRICS, hi_key, lo_key
 from trainables.params import SAMPLER_PARAMS, SETTINGS
 
 TITLE = "Sampler search report"
@@ -219,6 +220,8 @@ def leaderboard(ranked: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
         "status",
         TIME,
         exp.metric,
+        lo_key(exp.metric),
+        hi_key(exp.metric),
         *[m for m in METRICS if m != exp.metric],
         KID_STD,
         *SAMPLER_PARAMS,
@@ -303,8 +306,9 @@ def _leaderboard_blocks(exp: Experiment, board: pd.DataFrame) -> list[Block]:
                 "status",
                 TIME,
                 exp.metric,
+                lo_key(exp.metric),
+                hi_key(exp.metric),
                 "fid",
-                KID_STD,
                 *SAMPLER_PARAMS,
                 "nfe_per_sample",
                 "sample_evals_total",
@@ -390,7 +394,8 @@ def group_sections(
     shown = checkpoints.drop(columns=["checkpoint"]) if len(checkpoints) else checkpoints
     return [
         Block("h2", "Answer"),
-        Block("list", items=_answer(exp, ranked, evaluations, checkpoints)),
+        Block("list", items=confirm.answer_items(exp, ranked, _answer(exp, ranked, evaluations, checkpoints))),
+        *confirm.sections(exp, ranked),
         Block("h2", "Checkpoints sampled from"),
         Block(
             "p",

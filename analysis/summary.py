@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from analysis import confirm
 from analysis.load import Experiment, load_experiment
 from analysis.rank import protocol_counts, rank_trials
 from analysis.report import sections_of
@@ -75,9 +76,23 @@ def closing_summary(exp_dir: str | Path, write_report: bool = True, top: int = 5
     exp = load_experiment(exp_dir)
     mixed = len(protocol_counts(exp.trials)) > 1
     ranked = rank_trials(exp.trials, per_protocol=mixed) if len(exp.trials) else exp.trials
-    lines = [f"\n{len(exp.trials)} {exp.kind.trials_word} in {exp.exp_dir}"]
+    lines = ["", *confirm.warning_lines(exp, ranked)]  # a pipeline check says so first
+    lines += [f"{len(exp.trials)} {exp.kind.trials_word} in {exp.exp_dir}"]
     lines += sections_of(exp).summary_lines(exp, ranked, top)
+    lines += confirm.summary_lines(exp)
     lines += _state_lines(exp)
     if write_report:
         lines += _report_lines(exp.exp_dir)
     return "\n".join(lines + _command_lines(exp))
+
+
+def confirmation_summary(exp_dir: str | Path, write_report: bool = True) -> str:
+    """What ``platform/confirm.py`` prints when its stage ends: the pipeline check, the confirmed
+    ranking with its verdicts, and the report it rewrote (``write_report``)."""
+    exp = load_experiment(exp_dir)
+    mixed = len(protocol_counts(exp.trials)) > 1
+    ranked = rank_trials(exp.trials, per_protocol=mixed) if len(exp.trials) else exp.trials
+    lines = ["", *confirm.warning_lines(exp, ranked), *confirm.summary_lines(exp)]
+    if write_report:
+        lines += _report_lines(exp.exp_dir)
+    return "\n".join(lines)

@@ -6,6 +6,8 @@ trainables/baseline.py (the seed-style yardstick). Prints the table and writes t
     python platform/benchmark.py                    # ngf 32, batch 64, default device
     python platform/benchmark.py --smoke-test       # tiny, seconds
     python platform/benchmark.py --variants --bf16  # also the rows that split the gain, and bf16
+    python platform/benchmark.py --device cuda --check               # the GPU check (trainables/gpu_check.py)
+    python platform/benchmark.py --device cpu --check --smoke-test   # the same flow, tiny, on a CPU
 
 The script sets OMP_WAIT_POLICY=PASSIVE unless the environment already sets it (both sides alike):
 on a machine shared with other jobs, spinning OpenMP threads make timings meaningless.
@@ -26,6 +28,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from trainables.benchmark import BenchmarkSettings, format_table, run_benchmark
+
+CHECK_OUT = "gpu_check.json"
 
 # --smoke-test: tiny sizes, one repeat, seconds.
 SMOKE = {"ngf": 8, "batch": 8, "repeats": 1, "iters": 2, "n_steps_each": 1}
@@ -51,7 +55,10 @@ def parse_args(argv=None):
     parser.add_argument(
         "--bf16", action="store_true", help="also time bf16 autocast (1 iteration, 1 sampler level per repeat)"
     )
-    parser.add_argument("--out", default="benchmark.json")
+    parser.add_argument("--image-size", type=int, default=28, choices=(28, 32), help="32: the seed's resized MNIST")
+    parser.add_argument("--check", action="store_true", help="the GPU check: assertions and measurements, JSON + table")
+    parser.add_argument("--skip", default="", help="with --check: comma list of checks to leave out")
+    parser.add_argument("--out", default=None, help=f"JSON report (default benchmark.json; {CHECK_OUT} with --check)")
     parser.add_argument("--smoke-test", action="store_true", help="tiny sizes, one repeat, seconds")
     args = parser.parse_args(argv)
     for name in ("ngf", "batch", "num_levels", "repeats", "iters", "n_steps_each"):
@@ -61,7 +68,8 @@ def parse_args(argv=None):
         parser.error(f"--step-lr must be > 0, got {args.step_lr}")
     if args.ngf < 8:
         parser.error(f"--ngf must be >= 8, got {args.ngf}")
-    if args.smoke_test:
+    args.out = args.out or (CHECK_OUT if args.check else "benchmark.json")
+    if args.smoke_test and not args.check:
         for name, value in SMOKE.items():
             setattr(args, name, value)
     return args
@@ -71,8 +79,23 @@ def settings_from(args: argparse.Namespace) -> BenchmarkSettings:
     return BenchmarkSettings(**{f.name: getattr(args, f.name) for f in fields(BenchmarkSettings)})
 
 
+def check(args: argparse.Namespace) -> int:
+    """The GPU check (no Ray, no Optuna): exit 0 when every check passed, 1 otherwise."""
+    from trainables import gpu_check
+
+    sizes = gpu_check.SMOKE if args.smoke_test else gpu_check.CheckSizes()
+    skip = tuple(name for name in args.skip.split(",") if name)
+    report = gpu_check.run_check(args.device if args.device != "auto" else "cuda", sizes, skip)
+    print(gpu_check.format_report(report))
+    gpu_check.write(report, args.out)
+    print(f"wrote {args.out}")
+    return 0 if report["ok"] else 1
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.check:
+        return check(args)
     try:
         report = run_benchmark(settings_from(args))
     except ValueError as err:

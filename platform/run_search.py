@@ -49,6 +49,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=2,
         help="restarts of a trial from its last checkpoint when its worker or node dies (default 2)",
     )
+    p.add_argument(
+        "--confirm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after the search, sample the top trials again with several seeds and call ties "
+        "(platform/confirm.py; default: when the spec has a confirm section)",
+    )
     p.add_argument("-v", "--verbose", type=int, default=1, help="0 quiet, 1 progress (default), 2 trial logs too")
     return p.parse_args(argv)
 
@@ -78,6 +85,7 @@ def main(argv=None) -> int:
         checkpoint=args.checkpoint,
         top_k=args.top_k,
         max_failures=args.max_failures,
+        confirm=args.confirm,
     )
     from search_spaces.runner import run_search
     from search_spaces.spec import SpecError, load_spec
@@ -85,14 +93,17 @@ def main(argv=None) -> int:
     try:  # every input is checked here, before a Ray cluster starts
         check_options(options)
         spec = load_spec(args.space)
-        _, exp_dir, _ = run_search(spec, options)
+        spec, exp_dir, _ = run_search(spec, options)
     except (SpecError, ValueError) as err:
         return fail(str(err))
     from analysis.summary import closing_summary, is_incomplete
+    from search_spaces.confirm import confirm_after_search
 
+    incomplete = is_incomplete(exp_dir)
+    confirmed = incomplete or confirm_after_search(spec, exp_dir, options)  # not after an interruption
     print(closing_summary(exp_dir, write_report=options.report))
     # 130 (as for Ctrl-C) when not every trial ended: the summary says how to resume
-    return 130 if is_incomplete(exp_dir) else 0
+    return 130 if incomplete else 0 if confirmed else 1
 
 
 if __name__ == "__main__":

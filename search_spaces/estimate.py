@@ -1,22 +1,25 @@
-"""Estimate what a search will cost from a short calibration on this machine.
+"""Estimate what a search will cost from a short calibration where its trials will run.
 
-The calibration times a few training iterations and a few sampler network evaluations of a
-typical trial (every searched parameter at the middle of its range), and one scoring pass, on the
-device a trial would use here. The estimate scales them by the budget:
+The calibration (:mod:`trainables.calibrate`) is a Ray task holding one trial's resources, so it
+runs on the device a trial gets (a GPU share on a GPU node, never the driver's device; the driver
+allocates nothing on a GPU). It times a few training iterations after the warm-up, the sampler's
+network evaluations at the real evaluation batch (bf16 and fp32 levels in their share), and one
+scoring pass, with a device sync before every clock read; with a fractional GPU share as many
+tasks run at once as trials share a GPU. The estimate scales them by the budget:
 
-    per trial  = iterations * t_iter + evaluations * (eval_samples * nfe * t_eval + t_score)
+    per trial  = warm-up + iterations * t_iter + evaluations * (eval_samples * nfe * t_eval + t_score)
     search     = num_trials * per trial / concurrent trials   (no early stopping: an upper bound)
     ASHA floor = every trial stopped at the first rung (grace_period iterations)
 
 A sampler search (:func:`sampler_cost_bound`) is bounded by every trial scoring the last look
-at the largest number of network evaluations per sample, timed on its first checkpoint.
+at the largest number of network evaluations per sample, timed on its first checkpoint (a Ray
+task too, at the trials' batch).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from search_spaces.schema import ParamSpec, SearchSpec
@@ -38,7 +41,9 @@ def typical_value(param: ParamSpec):
 
 
 def typical_config(spec: SearchSpec) -> dict:
-    config = {**defaults(), **spec.fixed}
+    from search_spaces.tuning import runtime_config
+
+    config = {**defaults(), **spec.fixed, **runtime_config(spec)}
     config.update({name: typical_value(p) for name, p in spec.params.items()})
     return config
 
@@ -55,66 +60,57 @@ class CostEstimate:
     upper_bound_s: float
     asha_floor_s: float
     config: dict
+    warmup_s: float = 0.0  # compilation / autotuning, once per trial process
+    sample_batch: int = 0  # the batch the sampler was timed at
+    sharing: int = 1  # calibration tasks that ran at once on one GPU, as that many trials would
+    runtime: dict = field(default_factory=dict)
+    measured_in_pid: int = 0  # the Ray worker that measured (never the driver)
 
 
-def estimate_cost(spec: SearchSpec, budget, warmup: int = 1, iters: int = 3) -> CostEstimate:
-    """Measure a typical trial briefly (a few seconds) and scale it to the whole search.
-
-    ``budget`` is the :class:`trainables.tune_trainable.Budget` the trials will get."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(spec.resources.cpu)))  # what one trial gets
-    try:
-        return _measure(spec, budget, warmup, iters)
-    finally:
-        torch.set_num_threads(threads)
+def gpu_sharing(resources: dict, concurrent: int) -> int:
+    """How many trials share one GPU: 1/share for a fractional share, at most ``concurrent``."""
+    share = float(resources.get("gpu", 0))
+    if not 0 < share < 1:
+        return 1
+    return max(1, min(concurrent, round(1 / share)))
 
 
-def _measure(spec: SearchSpec, budget, warmup: int, iters: int) -> CostEstimate:
-    import torch
+def estimate_cost(spec: SearchSpec, budget, iters: int = 3) -> CostEstimate:
+    """Measure a typical trial briefly where trials run and scale it to the whole search.
 
-    from trainables import quality
-    from trainables.data import load_mnist
-    from trainables.train import Trainer
-    from trainables.tune_trainable import train_config_from
+    The measurement is a Ray task with one trial's resources (the driver allocates nothing on a
+    GPU), on the device that gives it, at the real evaluation batch; with a fractional GPU share
+    as many tasks as trials share a GPU run at once, and their mean rates are what a trial gets.
+    ``budget`` is the :class:`trainables.tune_trainable.Budget` the trials will get. Ray must be
+    running (the search's cluster)."""
+    import ray
+
+    from search_spaces.experiment import resources_for
+    from trainables.calibrate import measure_joint, on_trial_resources
 
     config = typical_config(spec)
-    images, _ = load_mnist(train=True)
-    trainer = Trainer(train_config_from(config, budget), images[:4096])
-    trainer.train(warmup)
-    seconds_per_iteration = trainer.train(iters)["seconds"] / iters
-
-    score = trainer.score_fn(use_ema=True)
-    n = min(budget.eval_samples, 64)
-    size = trainer.config.image_size
-    x = torch.rand(n, 1, size, size, device=trainer.device)
-    level = torch.zeros(n, dtype=torch.long, device=trainer.device)
-    with torch.inference_mode():
-        score(x, level)
-        start = time.perf_counter()
-        for _ in range(2):
-            score(x, level)
-        if trainer.device.type == "cuda":
-            torch.cuda.synchronize(trainer.device)
-    seconds_per_image_eval = (time.perf_counter() - start) / (2 * n)
-
-    samples = torch.rand(budget.eval_samples, 1, 28, 28)
-    quality.evaluate(samples)  # builds and caches the reference statistics before trials start
-    start = time.perf_counter()
-    quality.evaluate(samples)
-    seconds_per_scoring = time.perf_counter() - start
+    resources = resources_for(spec, float(ray.cluster_resources().get("GPU", 0)))
+    concurrent = max(1, spec.budget.max_concurrent)
+    sharing = gpu_sharing(resources, concurrent)
+    threads = max(1, int(spec.resources.cpu))  # what one trial gets
+    runs = on_trial_resources(measure_joint, resources, sharing, config, budget, threads, iters)
+    mean = lambda key: sum(r[key] for r in runs) / len(runs)  # noqa: E731
+    seconds_per_iteration = mean("seconds_per_iteration")
+    seconds_per_image_eval = mean("seconds_per_image_eval")
+    seconds_per_scoring = mean("seconds_per_scoring")
+    warmup = max(r["warmup_seconds"] for r in runs)
 
     nfe = int(config["num_levels"]) * int(config["n_steps_each"]) + int(bool(config.get("denoise")))
     evaluations = math.ceil(spec.budget.iterations / spec.budget.eval_every)
     per_eval = spec.budget.eval_samples * nfe * seconds_per_image_eval + seconds_per_scoring
-    per_trial = spec.budget.iterations * seconds_per_iteration + evaluations * per_eval
-    concurrent = max(1, spec.budget.max_concurrent)
+    per_trial = warmup + spec.budget.iterations * seconds_per_iteration + evaluations * per_eval
     waves = math.ceil(spec.budget.num_trials / concurrent)
     first_rung = spec.scheduler.grace_period
-    per_trial_floor = first_rung * seconds_per_iteration + math.ceil(first_rung / spec.budget.eval_every) * per_eval
+    per_trial_floor = (
+        warmup + first_rung * seconds_per_iteration + math.ceil(first_rung / spec.budget.eval_every) * per_eval
+    )
     return CostEstimate(
-        device=str(trainer.device),
+        device=runs[0]["device"],
         seconds_per_iteration=seconds_per_iteration,
         seconds_per_image_eval=seconds_per_image_eval,
         seconds_per_scoring=seconds_per_scoring,
@@ -124,6 +120,11 @@ def _measure(spec: SearchSpec, budget, warmup: int, iters: int) -> CostEstimate:
         upper_bound_s=waves * per_trial,
         asha_floor_s=waves * per_trial_floor,
         config=config,
+        warmup_s=warmup,
+        sample_batch=int(runs[0]["sample_batch"]),
+        sharing=sharing,
+        runtime=runs[0]["runtime"],
+        measured_in_pid=int(runs[0]["pid"]),
     )
 
 
@@ -136,27 +137,43 @@ def _duration(seconds: float) -> str:
 
 
 def format_estimate(e: CostEstimate) -> str:
+    r = e.runtime
+    shared = f", {e.sharing} calibrations sharing the GPU as {e.sharing} trials will" if e.sharing > 1 else ""
+    name = f" ({r['device_name']})" if r.get("device_name") not in (None, "cpu") else ""
     return "\n".join(
         [
-            f"cost estimate (calibrated on {e.device} with a typical trial: ngf={e.config.get('ngf')}, "
-            f"batch {e.config.get('batch_size')}, L={e.config.get('num_levels')}, T={e.config.get('n_steps_each')}):",
+            f"cost estimate (calibrated in a Ray task with one trial's resources, on {e.device}{name}"
+            f"{shared}; a typical trial: ngf={e.config.get('ngf')}, "
+            f"batch {e.config.get('batch_size')}, L={e.config.get('num_levels')}, T={e.config.get('n_steps_each')}; "
+            f"amp {r.get('amp', '?')}, compile {r.get('compile_train', '?')}, "
+            f"cuda_graphs {r.get('cuda_graphs', '?')}):",
             f"  training {e.seconds_per_iteration * 1e3:.1f} ms/iteration, sampling "
-            f"{e.seconds_per_image_eval * 1e3:.2f} ms per image per network pass ({e.nfe_per_sample} passes/sample), "
-            f"scoring {e.seconds_per_scoring:.2f} s per evaluation",
+            f"{e.seconds_per_image_eval * 1e3:.3f} ms per image per network pass at batch {e.sample_batch} "
+            f"({e.nfe_per_sample} passes/sample), scoring {e.seconds_per_scoring:.2f} s per evaluation, "
+            f"warm-up (compilation, autotuning) {e.warmup_s:.0f} s per trial",
             f"  one full trial ~{_duration(e.per_trial_s)}; the search, {e.concurrent} at a time: "
             f"at most ~{_duration(e.upper_bound_s)} without early stopping, "
-            f"~{_duration(e.asha_floor_s)} if ASHA stopped every trial at its first rung "
-            f"(measured here; concurrent trials share the cores, so CPU runs take longer)",
+            f"~{_duration(e.asha_floor_s)} if ASHA stopped every trial at its first rung"
+            + ("" if e.device.startswith("cuda") else " (concurrent CPU trials share the cores, so they take longer)"),
         ]
     )
 
 
 def sampler_cost_bound(
-    num_trials: int, samples: tuple[int, ...], nfe: int, max_concurrent: int, checkpoint: Path | None, threads: int
+    num_trials: int,
+    samples: tuple[int, ...],
+    nfe: int,
+    max_concurrent: int,
+    checkpoint: Path | None,
+    threads: int,
+    runtime: dict | None = None,
+    resources: dict | None = None,
+    batch: int = 500,
 ) -> str:
     """One line: the network evaluations of a sampler search without early stopping (every trial
     to the last look at ``nfe`` evaluations per sample), and their time from one measured batch
-    on ``checkpoint`` with a trial's ``threads`` (no measurement when it is None)."""
+    on ``checkpoint``, measured in a Ray task holding a trial's ``resources`` with the search's
+    ``runtime`` settings at the trials' ``batch`` (no measurement when ``checkpoint`` is None)."""
     total = num_trials * samples[-1] * nfe
     line = (
         f"cost bound: {num_trials} trials x {samples[-1]} samples x {nfe} network "
@@ -164,34 +181,16 @@ def sampler_cost_bound(
         f"most trials after {samples[0]} samples"
     )
     if checkpoint is not None:
-        seconds = _seconds_per_image_eval(checkpoint, threads)
+        from trainables.calibrate import measure_frozen, on_trial_resources
+
+        resources = resources or {"cpu": threads}
+        sharing = gpu_sharing(resources, max_concurrent)
+        args = (str(checkpoint), dict(runtime or {}), threads, batch)
+        runs = on_trial_resources(measure_frozen, resources, sharing, *args)
+        seconds = sum(r["seconds_per_image_eval"] for r in runs) / len(runs)
         line += (
-            f"; measured {seconds * 1e3:.2f} ms per image per network pass here, so at most "
-            f"~{total * seconds / 3600:.2f} h of one trial's share, {max_concurrent} trials at a time"
+            f"; measured {seconds * 1e3:.3f} ms per image per network pass on {runs[0]['device']} at batch "
+            f"{runs[0]['sample_batch']}, so at most ~{total * seconds / 3600:.2f} h of one trial's share, "
+            f"{max_concurrent} trials at a time"
         )
     return line
-
-
-def _seconds_per_image_eval(checkpoint: Path, threads: int, batch: int = 32) -> float:
-    """Seconds per image per network pass of a frozen checkpoint, with a trial's CPU share."""
-    import torch
-
-    from trainables.sampler_trainable import FrozenCheckpoint
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        frozen = FrozenCheckpoint(checkpoint)
-        size = frozen.trainer.config.image_size
-        x = torch.rand(batch, 1, size, size, device=frozen.trainer.device)
-        level = torch.zeros(batch, dtype=torch.long, device=frozen.trainer.device)
-        score = frozen.score_fn()
-        with torch.inference_mode():
-            score(x, level)  # warm-up
-            start = time.perf_counter()
-            score(x, level)
-            if x.device.type == "cuda":
-                torch.cuda.synchronize(x.device)
-        return (time.perf_counter() - start) / batch
-    finally:
-        torch.set_num_threads(saved)

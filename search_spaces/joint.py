@@ -12,7 +12,7 @@ from search_spaces.options import SearchOptions
 from search_spaces.plan import SearchPlan
 from search_spaces.schema import SearchSpec
 from search_spaces.space import make_space_fn
-from search_spaces.tuning import tune_settings
+from search_spaces.tuning import runtime_config, tune_settings
 from search_spaces.warm_start import warm_start_points
 from trainables.layout import JOINT, TRAIN_TIME_ATTR
 
@@ -30,8 +30,11 @@ def prepare(spec: SearchSpec, options: SearchOptions) -> None:
 
 
 def size(spec: SearchSpec, options: SearchOptions, gpus: float, say: Say) -> SearchSpec:
-    """The spec with the budget this cluster and the command line call for."""
-    return choose_budget(spec, options, gpus, say)
+    """The spec with the budget this cluster and the command line call for, and the trials at
+    once its GPUs hold (:func:`search_spaces.packing.pack`)."""
+    from search_spaces.packing import pack
+
+    return pack(choose_budget(spec, options, gpus, say), gpus, say)
 
 
 def trial_budget(spec: SearchSpec, device: str = "auto"):
@@ -58,21 +61,26 @@ def plan(spec: SearchSpec, prepared: None, options: SearchOptions) -> SearchPlan
     """The joint search of a sized spec, with the cost estimate where ``options.calibrate``."""
     settings = tune_settings(spec)
     warm = warm_start_points(spec)
-    messages = []
+    messages, record = [], {"warm_start": [{"label": label, "params": point} for label, point in warm]}
     if options.calibrate:
+        from search_spaces import confirm
         from search_spaces.estimate import estimate_cost, format_estimate
 
-        messages.append(format_estimate(estimate_cost(spec, trial_budget(spec))))
+        estimate = estimate_cost(spec, trial_budget(spec))
+        messages.append(format_estimate(estimate))
+        # what the confirmation stage and the full budget would cost, kept for the report
+        line, record["cost_estimate"] = confirm.search_estimate(estimate, spec, options, len(warm))
+        messages.append(line)
     function, budget = trainable(spec)
     return SearchPlan(
-        space=make_space_fn(spec, with_defaults=True),
+        space=make_space_fn(spec, constants=runtime_config(spec), with_defaults=True),
         points=[point for _, point in warm],
         asha=settings["asha"],
         num_trials=settings["num_trials"],
         max_concurrent=settings["max_concurrent"],
         trainable=function,
         budget=budget,
-        record={"warm_start": [{"label": label, "params": point} for label, point in warm]},
+        record=record,
         # an ngf-64 checkpoint with optimiser state is ~90 MB: keep each trial's best two
         keep={"num_to_keep": 2, "checkpoint_score_attribute": spec.metric, "checkpoint_score_order": spec.mode},
         messages=messages,

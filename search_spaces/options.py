@@ -46,6 +46,7 @@ class SearchOptions:
     checkpoint: str | None = None  # a sampler-only search on this experiment/trial/checkpoint folder
     top_k: int = 1  # with an experiment folder: the best checkpoints of this many trials
     max_failures: int = 2  # restarts of a trial from its last checkpoint when its worker or node dies
+    confirm: bool | None = None  # the confirmation stage after the search: None = as the spec says
 
 
 def check_options(options: SearchOptions) -> None:

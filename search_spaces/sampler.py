@@ -30,8 +30,9 @@ from search_spaces.checkpoints import CheckpointInfo, resolve_checkpoints
 from search_spaces.experiment import Say, choose_budget
 from search_spaces.options import SearchOptions
 from search_spaces.plan import SearchPlan
-from search_spaces.schema import ParamSpec, SamplerSearchSpec, SearchSpec
+from search_spaces.schema import ConfirmSpec, ParamSpec, SamplerSearchSpec, SearchSpec
 from search_spaces.space import OptunaSpace
+from search_spaces.tuning import runtime_config
 from search_spaces.validate import override
 from trainables.layout import SAMPLER, SAMPLER_TIME_ATTR, WARM_TECHNIQUE4, WARM_TRAINED_WITH
 from trainables.params import JOINT_SAMPLER_PARAMS
@@ -136,7 +137,7 @@ def plan_sampler_search(spec: SearchSpec, checkpoints: list[CheckpointInfo]) -> 
     params = sampler_params(spec)
     _check_ladder_ranges(params, checkpoints, spec.file)
     notices: list[str] = []
-    constants: dict = {}
+    constants: dict = runtime_config(spec)
     if len(checkpoints) > 1:
         params = {
             "checkpoint": ParamSpec("checkpoint", "choice", choices=tuple(str(c.path) for c in checkpoints)),
@@ -200,7 +201,9 @@ def size(spec: SearchSpec, options: SearchOptions, gpus: float, say: Say) -> Sea
     if options.num_trials is not None:
         section = dataclasses.replace(section, num_trials=options.num_trials)
     spec = override(spec, num_trials=section.num_trials, max_concurrent=section.max_concurrent)
-    return dataclasses.replace(spec, sampler_search=dataclasses.replace(section, preview={}))
+    from search_spaces.packing import pack
+
+    return pack(dataclasses.replace(spec, sampler_search=dataclasses.replace(section, preview={})), gpus, say)
 
 
 def prepare(spec: SearchSpec, options: SearchOptions) -> list[CheckpointInfo]:
@@ -228,6 +231,7 @@ def plan(spec: SearchSpec, checkpoints: list[CheckpointInfo], options: SearchOpt
     messages = [_checkpoint_line(c, spec.metric) for c in checkpoints]
     messages += [f"notice: {notice}" for notice in sampler.notices]
     messages.append(_cost_line(spec, sampler, options.calibrate))
+    messages.append(_confirm_line(spec, sampler, options))
     function, budget = trainable(spec)
     record = {
         "checkpoints": [c.to_record() for c in checkpoints],
@@ -269,6 +273,30 @@ def _checkpoint_line(c: CheckpointInfo, metric: str) -> str:
     )
 
 
+def _confirm_line(spec: SearchSpec, sampler: SamplerPlan, options: SearchOptions) -> str:
+    """The confirmation stage's network evaluations (its time follows from the rate above): the
+    top K samplers and the warm starts at the warm starts' evaluations per sample."""
+    from search_spaces import confirm
+
+    section = spec.confirm or ConfirmSpec()
+    mode = "smoke" if options.smoke_test else "preview" if spec.previewed else "full"
+    settings = confirm.ConfirmSettings(
+        section.top_k, section.seeds, section.samples or confirm.default_samples(mode, spec.budget.eval_samples)
+    )
+    nfe = (
+        max(
+            c.num_levels * int(w["setting"]["n_steps_each"]) + int(bool(w["setting"].get("denoise")))
+            for c in sampler.checkpoints
+            for w in sampler.warm_starts
+            if w["checkpoint"] == str(c.path)
+        )
+        if sampler.warm_starts
+        else 1
+    )
+    line = confirm.cost_line(settings, section.top_k + len(sampler.warm_starts), nfe, None)
+    return line if confirm.requested(spec.confirm, options.confirm) else line + " (not requested: --confirm runs it)"
+
+
 def _cost_line(spec: SearchSpec, sampler: SamplerPlan, calibrate: bool) -> str:
     """The cost bound: every trial to the last look at the largest T and every level."""
     from search_spaces.estimate import sampler_cost_bound
@@ -277,6 +305,14 @@ def _cost_line(spec: SearchSpec, sampler: SamplerPlan, calibrate: bool) -> str:
     steps = [int(w["setting"]["n_steps_each"]) for w in sampler.warm_starts]  # they may lie outside the range
     steps.append(sampler.params["n_steps_each"].bounds()[1] if "n_steps_each" in sampler.params else max(steps))
     nfe = max(c.num_levels for c in sampler.checkpoints) * max(steps) + 1
+    resources = None
+    if calibrate:  # measured in a Ray task holding a trial's resources, at the trials' batch
+        import ray
+
+        from search_spaces.experiment import resources_for
+
+        resources = resources_for(spec, float(ray.cluster_resources().get("GPU", 0)))
+    budget = sampler_budget(spec)
     return sampler_cost_bound(
         section.num_trials,
         section.samples,
@@ -284,4 +320,7 @@ def _cost_line(spec: SearchSpec, sampler: SamplerPlan, calibrate: bool) -> str:
         section.max_concurrent,
         sampler.checkpoints[0].path if calibrate else None,
         threads=max(1, int(spec.resources.cpu)),
+        runtime=runtime_config(spec),
+        resources=resources,
+        batch=min(budget.max_batch, section.samples[-1]),
     )

@@ -30,6 +30,8 @@ TOP_KEYS = (
     "fixed",
     "resources",
     "sampler_search",
+    "runtime",
+    "confirm",
 )
 REQUIRED_TOP = ("name", "metric", "budget", "params")
 BUDGET_KEYS = ("num_trials", "max_concurrent", "iterations", "eval_every", "eval_samples")
@@ -39,6 +41,8 @@ SAMPLER_SECTION_KEYS = ("num_trials", "max_concurrent", "samples", "params", "pr
 SAMPLER_PREVIEW_KEYS = ("num_trials", "max_concurrent", "samples", "params")
 # quality.evaluate needs more samples than its k-NN neighbourhoods
 MIN_SAMPLES = 6
+CONFIRM_KEYS = ("top_k", "seeds", "samples")
+CONFIRM_MAX_SEEDS = 100  # trainables.confirm_task keeps this many noise streams apart
 
 
 @dataclass(frozen=True)
@@ -118,10 +122,21 @@ class Budget:
 
 @dataclass(frozen=True)
 class Resources:
-    """Per trial: CPUs and (possibly fractional) GPUs."""
+    """Per trial: CPUs and (possibly fractional) GPUs.
+
+    trials_per_gpu (instead of gpu): each trial gets 1/trials_per_gpu of a GPU, and a search
+    runs as many trials at once as the cluster's GPUs hold (GPUs x trials_per_gpu, at most
+    num_trials): :func:`search_spaces.packing.pack`.
+    """
 
     cpu: float = 1
     gpu: float = 0
+    trials_per_gpu: int | None = None
+
+    def to_dict(self) -> dict:
+        if self.trials_per_gpu is not None:
+            return {"cpu": self.cpu, "trials_per_gpu": self.trials_per_gpu}
+        return {"cpu": self.cpu, "gpu": self.gpu}
 
 
 @dataclass(frozen=True)
@@ -155,6 +170,24 @@ class SamplerSearchSpec:
 
 
 @dataclass(frozen=True)
+class ConfirmSpec:
+    """The confirmation stage run after the search (optional ``confirm`` section;
+    :mod:`search_spaces.confirm`): the best checkpoints of the ``top_k`` trials (and the warm
+    starts') sampled again with ``seeds`` sampler seeds of ``samples`` images each (None: sized to
+    the budget, 4 x eval_samples in a preview and 5,000 with the full budget)."""
+
+    top_k: int = 3
+    seeds: int = 3
+    samples: int | None = None
+
+    def to_dict(self) -> dict:
+        out = {"top_k": self.top_k, "seeds": self.seeds}
+        if self.samples is not None:
+            out["samples"] = self.samples
+        return out
+
+
+@dataclass(frozen=True)
 class SearchSpec:
     """A validated search-space file. Build with :func:`search_spaces.loading.load_spec` or
     :func:`search_spaces.loading.parse_spec`.
@@ -177,6 +210,9 @@ class SearchSpec:
     fixed: dict
     resources: Resources
     sampler_search: SamplerSearchSpec | None = None
+    # runtime settings (trainables.params.SPEC_RUNTIME) the file sets; the rest keep their defaults
+    runtime: dict = field(default_factory=dict)
+    confirm: ConfirmSpec | None = None  # run the confirmation stage after the search
     source: str | None = field(default=None, compare=False)
     previewed: bool = False
     raw: dict = field(default_factory=dict, repr=False, compare=False)
@@ -201,10 +237,14 @@ class SearchSpec:
             "budget": {k: getattr(self.budget, k) for k in BUDGET_KEYS},
             "params": {name: p.to_dict() for name, p in self.params.items()},
             "fixed": dict(self.fixed),
-            "resources": {"cpu": self.resources.cpu, "gpu": self.resources.gpu},
+            "resources": self.resources.to_dict(),
         }
+        if self.runtime:
+            out["runtime"] = dict(self.runtime)
         if self.preview:
             out["preview"] = dict(self.preview)
         if self.sampler_search is not None:
             out["sampler_search"] = self.sampler_search.to_dict()
+        if self.confirm is not None:
+            out["confirm"] = self.confirm.to_dict()
         return out

@@ -16,7 +16,11 @@ The file format is a contract (tests and users depend on it):
       num_levels:  {int: [8, 128], log: true}
       batch_size:  {choice: [32, 64, 128]}
     fixed: {lr: 0.001, ngf: 64}   # not searched
-    resources: {cpu: 1, gpu: 0.25}   # per trial
+    resources: {cpu: 1, gpu: 0.25}   # per trial; or {cpu: 1, trials_per_gpu: 4}: 1/4 GPU each,
+                                     # and GPUs x 4 trials at once (search_spaces/packing.py)
+    runtime: {amp: bf16, compile: default}   # optional: how every trial runs (never searched):
+                                     # device, amp, amp_min_sigma, compile, channels_last,
+                                     # cuda_graphs; "auto" defaults per device (trainables/runtime.py)
 
 Parameter forms: ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``, ``{int: [lo, hi], log: bool}``
 and ``{choice: [...]}``. ``preview`` may override budget keys, the scheduler's ``grace_period``
@@ -34,6 +38,13 @@ An optional ``sampler_search`` section sizes the sampler-only search on frozen c
         skip_levels:  {int: [0, 3]}    # truncated ladder: the largest levels skipped
         level_stride: {choice: [1, 2]} # sub-sampled ladder: every k-th level, ending at sigma_L
       preview: {num_trials: 8, samples: [64, 256], params: {n_steps_each: {int: [1, 10]}}}
+
+An optional ``confirm`` section runs the confirmation stage when the search ends
+(:mod:`search_spaces.confirm`; ``run_search.py --confirm`` / ``--no-confirm`` decide instead):
+
+    confirm: {top_k: 3, seeds: 3}  # the top 3 trials and the warm starts' sampled again with 3
+                                   # seeds; samples: N (default 4 x eval_samples in a preview,
+                                   # 5,000 with the full budget)
 
 Everything is checked before Ray starts; each problem raises :class:`SpecError`, a ValueError
 whose message is one line naming the file (and line), the dotted key, the value and the fix.

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from search_spaces.schema import SearchSpec
 from trainables.layout import TRAIN_TIME_ATTR
+from trainables.params import SPEC_RUNTIME, defaults
+
+
+def runtime_config(spec: SearchSpec) -> dict:
+    """Every runtime setting of a trial of ``spec``: the file's ``runtime:`` values, the table's
+    defaults for the rest. Part of each trial's config, so params.json records it."""
+    return {**defaults(SPEC_RUNTIME), **spec.runtime}
 
 
 def tune_settings(spec: SearchSpec, gpu_available: bool = True) -> dict:

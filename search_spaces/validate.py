@@ -16,6 +16,8 @@ from typing import Any
 from search_spaces.errors import Ctx, SpecError, check_keys, mapping, number, positive_int
 from search_spaces.schema import (
     BUDGET_KEYS,
+    CONFIRM_KEYS,
+    CONFIRM_MAX_SEEDS,
     DATASETS,
     MIN_SAMPLES,
     REQUIRED_TOP,
@@ -26,13 +28,20 @@ from search_spaces.schema import (
     SEARCHERS,
     TOP_KEYS,
     Budget,
+    ConfirmSpec,
     Resources,
     SamplerSearchSpec,
     SchedulerSpec,
     SearcherSpec,
     SearchSpec,
 )
-from search_spaces.validate_params import check_sigma_order, parse_fixed, parse_params, parse_sampler_params
+from search_spaces.validate_params import (
+    check_sigma_order,
+    parse_fixed,
+    parse_params,
+    parse_runtime,
+    parse_sampler_params,
+)
 from trainables.metrics import METRICS
 from trainables.params import SPEC_PARAMS
 
@@ -88,8 +97,10 @@ def parse(raw: Any, ctx: Ctx, source: str | None, previewed: bool = False) -> Se
     params = parse_params(ctx, raw["params"])
     fixed = parse_fixed(ctx, raw.get("fixed"), params)
     resources = _parse_resources(ctx, raw.get("resources"))
+    runtime = parse_runtime(ctx, raw.get("runtime"), resources)
     check_sigma_order(ctx, params, fixed)
     sampler_search = _parse_sampler_search(ctx, raw.get("sampler_search"), params, previewed)
+    confirm = _parse_confirm(ctx, raw.get("confirm"))
     preview = {}
     if not previewed:
         preview = _parse_preview(ctx, raw.get("preview"), fixed)
@@ -107,6 +118,8 @@ def parse(raw: Any, ctx: Ctx, source: str | None, previewed: bool = False) -> Se
         fixed=fixed,
         resources=resources,
         sampler_search=sampler_search,
+        runtime=runtime,
+        confirm=confirm,
         source=source,
         previewed=previewed,
         raw=copy.deepcopy(raw),
@@ -200,7 +213,9 @@ def _parse_resources(ctx: Ctx, raw: Any) -> Resources:
     if raw is None:
         return Resources()
     raw = mapping(ctx, "resources", raw, "{cpu: 1, gpu: 0.25}")
-    check_keys(ctx, "resources", raw, ("cpu", "gpu"))
+    check_keys(ctx, "resources", raw, ("cpu", "gpu", "trials_per_gpu"))
+    if "trials_per_gpu" in raw:
+        return _parse_packed(ctx, raw)
     values = {}
     for key, default in (("cpu", 1), ("gpu", 0)):
         value = number(ctx, f"resources.{key}", raw.get(key, default))
@@ -217,6 +232,21 @@ def _parse_resources(ctx: Ctx, raw: Any) -> Resources:
     if values["cpu"] == 0 and values["gpu"] == 0:
         raise ctx.error("resources", "a trial needs some CPU or GPU", raw)
     return Resources(**values)
+
+
+def _parse_packed(ctx: Ctx, raw: dict) -> Resources:
+    """resources: {cpu: c, trials_per_gpu: n}: a 1/n GPU share per trial, concurrency from the cluster."""
+    if "gpu" in raw:
+        raise ctx.error(
+            "resources.trials_per_gpu",
+            "gpu and trials_per_gpu both set",
+            fix="keep trials_per_gpu (each trial gets 1/trials_per_gpu of a GPU) or gpu, not both",
+        )
+    per_gpu = positive_int(ctx, "resources.trials_per_gpu", raw["trials_per_gpu"])
+    cpu = number(ctx, "resources.cpu", raw.get("cpu", 1))
+    if cpu < 0:
+        raise ctx.error("resources.cpu", "must be >= 0", raw["cpu"])
+    return Resources(cpu=int(cpu) if cpu == int(cpu) else cpu, gpu=1.0 / per_gpu, trials_per_gpu=per_gpu)
 
 
 def _parse_preview(ctx: Ctx, raw: Any, fixed: dict) -> dict:
@@ -282,6 +312,29 @@ def _parse_sampler_search(ctx: Ctx, raw: Any, params: dict, previewed: bool) -> 
                 positive_int(ctx, pkey, value)
         preview = dict(preview)
     return SamplerSearchSpec(samples=samples, params=searched, preview=preview, **values)
+
+
+def _parse_confirm(ctx: Ctx, raw: Any) -> ConfirmSpec | None:
+    """The optional confirm section: top_k and seeds (default 3 each), samples (default: sized to
+    the budget by search_spaces.confirm)."""
+    if raw is None:
+        return None
+    raw = mapping(ctx, "confirm", raw, "{top_k: 3, seeds: 3}")
+    check_keys(ctx, "confirm", raw, CONFIRM_KEYS)
+    top_k = positive_int(ctx, "confirm.top_k", raw.get("top_k", 3))
+    seeds = positive_int(ctx, "confirm.seeds", raw.get("seeds", 3))
+    if seeds > CONFIRM_MAX_SEEDS:
+        raise ctx.error("confirm.seeds", f"must be at most {CONFIRM_MAX_SEEDS}", seeds)
+    samples = raw.get("samples")
+    if samples is not None:
+        samples = positive_int(ctx, "confirm.samples", samples)
+        if samples < MIN_SAMPLES:
+            raise ctx.error(
+                "confirm.samples",
+                f"must be at least {MIN_SAMPLES} (the k-NN quality metrics need more samples than neighbours)",
+                samples,
+            )
+    return ConfirmSpec(top_k=top_k, seeds=seeds, samples=samples)
 
 
 def _parse_samples(ctx: Ctx, key: str, raw: Any) -> tuple[int, ...]:

@@ -11,12 +11,14 @@ from typing import Any
 
 from search_spaces.errors import Ctx, check_keys, fmt, mapping, near, number
 from search_spaces.schema import FORMS, ParamSpec
-from trainables.params import JOINT_SAMPLER_PARAMS, SAMPLER_PARAMS, SETTINGS, SPEC_PARAMS
+from trainables.params import JOINT_SAMPLER_PARAMS, SAMPLER_PARAMS, SETTINGS, SPEC_PARAMS, SPEC_RUNTIME
 
 
 def setting_value(ctx: Ctx, key: str, name: str, value: Any) -> Any:
-    """A value for known parameter ``name``, type-checked, coerced (int -> float) and bounded."""
+    """A value for known parameter ``name``, type-checked, coerced (int -> float) and bounded;
+    an alias (``amp: off``, which YAML reads as false) stands for its value."""
     known = SETTINGS[name]
+    value = known.canonical(value)
     if known.kind is bool:
         if not isinstance(value, bool):
             raise ctx.error(key, f"{name} must be true or false", value)
@@ -183,3 +185,36 @@ def parse_sampler_params(
             fix="search e.g. sampler_search.params.step_lr",
         )
     return searched
+
+
+def parse_runtime(ctx: Ctx, raw: Any, resources) -> dict:
+    """The ``runtime:`` section: how every trial runs (never searched). Names and values from
+    :data:`trainables.params.SETTINGS` (scope runtime, the seed excepted: it is the searcher's),
+    and what contradicts the trials' resources: a CPU device for trials that hold a GPU, CUDA for
+    trials that hold none."""
+    if raw is None:
+        return {}
+    raw = mapping(ctx, "runtime", raw, "{amp: bf16, compile: default}")
+    runtime = {}
+    for name, value in raw.items():
+        key = f"runtime.{name}"
+        check_name(ctx, key, name, SPEC_RUNTIME, "is not a runtime setting", "known")
+        runtime[name] = setting_value(ctx, key, name, value)
+    device = runtime.get("device", "auto")
+    if device == "cpu" and resources.gpu > 0:
+        raise ctx.error(
+            "runtime.device",
+            "trials that hold a GPU (resources) would leave it idle",
+            device,
+            fix="use device: auto, or resources.gpu: 0",
+        )
+    wants_cuda = device.startswith("cuda") or runtime.get("cuda_graphs") == "on"
+    if wants_cuda and resources.gpu == 0:
+        key = "runtime.device" if device.startswith("cuda") else "runtime.cuda_graphs"
+        raise ctx.error(
+            key,
+            "needs CUDA, but the trials hold no GPU (resources.gpu is 0)",
+            runtime[key.split(".")[1]],
+            fix="give trials a GPU (resources.gpu or resources.trials_per_gpu) or use auto",
+        )
+    return runtime

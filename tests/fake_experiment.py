@@ -7,7 +7,9 @@ search adds its looks, source checkpoints and notices), one ``trial_<id>/`` fold
 Ray's ``result.json`` (the fields trainables/tune_trainable.py and trainables/sampler_trainable.py
 report, plus the ones Ray adds), ``params.json``, ``error.txt`` for a trial that raised and the
 ``checkpoint_NNNNNN/`` folders Ray keeps (metrics.json, a real samples.png), Ray's
-``experiment_state-*.json`` and, on request, ``optuna.db`` made with real Optuna.
+``experiment_state-*.json`` and, on request, ``optuna.db`` made with real Optuna and the
+confirmation stage's ``confirm/plan.json`` and ``summary.json`` (:meth:`FakeExperiment.confirmation`).
+Every scored row carries the 95% intervals an evaluation reports (:func:`intervals_of`).
 
 How a trial ends shapes its files as in a real run: ASHA's STOP decision (at a rung, or at max_t
 for a trial that ran to the end) marks the last logged row ``done``; a diverged trial's last row
@@ -30,6 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from trainables.layout import (
+    CONFIRM_DIR,
+    CONFIRM_PLAN,
+    CONFIRM_SUMMARY,
     DIVERGED,
     ERROR_FILE,
     ERRORED,
@@ -53,7 +58,7 @@ from trainables.layout import (
     WARM_TRAINED_WITH,
     trial_dirname,
 )
-from trainables.metrics import METRICS, metric_mode, protocol_id, worst_value
+from trainables.metrics import BETTER, METRICS, TIED, WORSE, hi_key, lo_key, metric_mode, protocol_id, worst_value
 
 PROTOCOL = protocol_id({"feature_net": "fake", "reference": "mnist-test", "n": 64, "seed": 0})
 OTHER_PROTOCOL = "0123456789ab"
@@ -118,16 +123,29 @@ def write_png(path: Path, seed: int) -> Path:
 
 
 def _other_metrics(kid: float, rng: random.Random) -> dict:
-    """The metrics beside kid, drawn so that their order differs from kid's across trials."""
+    """The metrics beside kid, drawn so that their order differs from kid's across trials; recall
+    and class coverage stay where digits score (analysis.confirm's pipeline check stays quiet
+    unless a test asks for samples far from digits)."""
     return {
         "fid": round(80 * kid + rng.uniform(0, 12), 4),
         "inception_score": round(rng.uniform(1, 9), 4),
         "precision": round(rng.uniform(0, 1), 4),
-        "recall": round(rng.uniform(0, 1), 4),
+        "recall": round(rng.uniform(0.05, 1), 4),
         "density": round(rng.uniform(0, 1.5), 4),
         "coverage": 0.0,
-        "class_coverage": round(rng.uniform(0, 1), 4),
+        "class_coverage": round(rng.uniform(0.6, 1), 4),
     }
+
+
+def intervals_of(values: dict, width: float = 0.1) -> dict:
+    """<metric>_lo / <metric>_hi as an evaluation reports them: here value -+ width x |value|
+    (kid: -+ 2 x kid / 10, the fake kid_std)."""
+    out = {}
+    for name, value in values.items():
+        if name in METRICS and isinstance(value, (int, float)) and math.isfinite(value):
+            half = 2 * value / 10 if name == "kid" else width * abs(value)
+            out[lo_key(name)], out[hi_key(name)] = round(value - half, 6), round(value + half, 6)
+    return out
 
 
 def _ray_fields(trial_id: str, index: int, config: dict, checkpoint: str | None, done: bool) -> dict:
@@ -264,6 +282,7 @@ class FakeExperiment:
             values = {"kid": kid, **_other_metrics(kid, rng), **((metrics or [{}] * len(kids))[i])}
             row = {
                 **values,
+                **intervals_of(values),
                 "kid_std": round(kid / 10, 6),
                 "protocol_id": protocol,
                 "iterations": iterations,
@@ -378,6 +397,7 @@ class FakeExperiment:
             values = {"kid": kid, **_other_metrics(kid, rng), **((metrics or [{}] * len(kids))[i])}
             row = {
                 **values,
+                **intervals_of(values),
                 "kid_std": round(kid / 10, 6),
                 "protocol_id": self.look_protocol(family, looks[i]),
                 "nfe_per_sample": nfe,
@@ -436,6 +456,99 @@ class FakeExperiment:
         folder.mkdir()
         (folder / PARAMS_FILE).write_text(json.dumps({**self.spec["fixed"], **params}))
         (folder / RESULT_FILE).write_text("")
+        return folder
+
+    # --- the confirmation stage ------------------------------------------------------------------
+
+    def confirmation(
+        self,
+        entries: list[dict],
+        seeds: int = 3,
+        samples: int = 256,
+        top_k: int = 3,
+        incomplete: tuple[str, ...] = (),
+        summary: bool = True,
+    ) -> Path:
+        """``confirm/plan.json`` and ``confirm/summary.json`` as search_spaces/confirm.py writes
+        them. ``entries``, best first: {"trial_id", "roles", "search_rank", "value" (the ranking
+        metric's mean), "half" (its interval's half-width), "verdict" (against the best; None for
+        the best), optional "metrics" (other means), "status"}. Differences to the best get an
+        interval of the difference -+ 1.2 x half; the ranking metric's verdict is the one given."""
+        metric, mode = self.metric, self.spec["mode"]
+        folder = self.exp_dir / CONFIRM_DIR
+        folder.mkdir(exist_ok=True)
+        best = entries[0]
+
+        def values(entry: dict) -> dict:
+            means = {"fid": 30.0 * entry["value"], "recall": 0.5, "class_coverage": 0.9, **(entry.get("metrics") or {})}
+            means[metric] = entry["value"]
+            out = {}
+            for name in METRICS:
+                v = means.get(name, 0.4)
+                out[name] = {"value": v, "lo": v - entry["half"], "hi": v + entry["half"], "per_seed": [v] * seeds}
+            return out
+
+        best_values = values(best)
+        trials = []
+        for entry in entries:
+            vals = values(entry) if entry.get("status", "scored") == "scored" else None
+            versus = None
+            if vals is not None and entry is not best:
+                versus = {}
+                for name in METRICS:
+                    diff = vals[name]["value"] - best_values[name]["value"]
+                    lo, hi = diff - 1.2 * entry["half"], diff + 1.2 * entry["half"]
+                    verdict = TIED if lo <= 0 <= hi else BETTER if (lo > 0) == (metric_mode(name) == "max") else WORSE
+                    if name == metric:
+                        verdict = entry["verdict"]
+                    versus[name] = {"difference": diff, "lo": lo, "hi": hi, "verdict": verdict}
+            trials.append(
+                {
+                    "trial_id": entry["trial_id"],
+                    "roles": entry["roles"],
+                    "search_rank": entry["search_rank"],
+                    "search_value": entry.get("search_value", entry["value"]),
+                    "nfe_per_sample": 9,
+                    "checkpoint": str(self.exp_dir / trial_dirname(entry["trial_id"]) / "checkpoint_000003"),
+                    "sampler": {"step_lr": 2e-5, "n_steps_each": 2, "denoise": True},
+                    "status": entry.get("status", "scored"),
+                    "values": vals,
+                    "versus_best": versus,
+                    "fid_inf": {"mean": 25.0 * entry["value"], "sd": 0.5, "per_seed": [25.0 * entry["value"]] * seeds}
+                    if vals
+                    else None,
+                    "network_evals": seeds * samples * 9,
+                    "sample_seconds": 2.0 * seeds,
+                    "score_seconds": 1.0 * seeds,
+                }
+            )
+        settings = {"top_k": top_k, "seeds": seeds, "samples": samples, "resamples": 2000}
+        plan = {
+            "kind": self.kind,
+            "metric": metric,
+            "mode": mode,
+            "settings": settings,
+            "protocol": {"samples": samples, "seeds": seeds, "sampling": "trained-with"},
+            "trials": [{"trial_id": t["trial_id"], "roles": t["roles"]} for t in trials],
+            "cost": {"network_evals": len(trials) * seeds * samples * 9, "tasks": len(trials) * seeds},
+        }
+        (folder / CONFIRM_PLAN).write_text(json.dumps(plan))
+        if summary:
+            record = {
+                "kind": self.kind,
+                "metric": metric,
+                "mode": mode,
+                "settings": settings,
+                "protocol_id": "c0ffee123456",
+                "best": best["trial_id"],
+                "trials": trials,
+                "incomplete": list(incomplete),
+                "network_evals": sum(t["network_evals"] for t in trials),
+                "seconds": sum(t["sample_seconds"] + t["score_seconds"] for t in trials),
+                "level": 0.95,
+                "resamples": 2000,
+            }
+            (folder / CONFIRM_SUMMARY).write_text(json.dumps(record))
         return folder
 
     # --- the experiment's own files -------------------------------------------------------------

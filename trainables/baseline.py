@@ -87,13 +87,15 @@ class SeedStyleMNIST(torch.utils.data.Dataset):
     """What torchvision.datasets.MNIST hands out: a PIL image through ToTensor, per item.
 
     Built over the uint8 tensor [N, 1, H, W] from load_mnist (torchvision cannot download here).
+    ``image_size`` 32 resizes each image first, as the seed did (``transforms.Resize(32)``).
     """
 
-    def __init__(self, images: torch.Tensor):
+    def __init__(self, images: torch.Tensor, image_size: int = 28):
         import torchvision.transforms as T
 
         self.images = images[:, 0].numpy()
-        self.transform = T.ToTensor()
+        steps = [T.Resize(image_size)] if image_size != images.shape[-1] else []
+        self.transform = T.Compose([*steps, T.ToTensor()])
 
     def __len__(self) -> int:
         return len(self.images)
@@ -142,7 +144,11 @@ class SeedLoop:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.sigmas = seed_sigmas(cfg.sigma_begin, cfg.sigma_end, cfg.num_levels).to(device)
         self.loader = torch.utils.data.DataLoader(
-            SeedStyleMNIST(images), batch_size=cfg.batch_size, shuffle=True, num_workers=workers, drop_last=True
+            SeedStyleMNIST(images, cfg.image_size),
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            num_workers=workers,
+            drop_last=True,
         )
         self.batches = iter(self.loader)
         self.cfg, self.device, self.log, self.step = cfg, device, log, 0

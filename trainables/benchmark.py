@@ -14,7 +14,8 @@ ladder and device. They differ in how the work is written and fed:
   ``torch.inference_mode``.
 
 ``variants`` adds rows that split the gain (the seed loop around this project's network code,
-the other memory format); ``bf16`` adds bf16 autocast. Repeats alternate the contenders, so a
+the other memory format); ``bf16`` adds amp bf16 (the default design: bf16 for the levels with
+sigma >= amp_min_sigma, fp32 below; trainables/runtime.py). Repeats alternate the contenders, so a
 shared machine's load hits all alike; the table shows medians and the ratio to the baseline.
 Training is reported in iterations/s, sampling in network evaluations x images / s.
 
@@ -45,7 +46,7 @@ from trainables.train import TrainConfig, Trainer, resolve_device
 BASELINE = "baseline (seed code)"
 OPTIMIZED = "optimized"
 SEED_LOOP_OUR_NETWORK = "seed loop + this network"
-BF16 = "optimized + bf16 autocast"
+BF16 = "optimized + amp bf16"
 
 # What is measured per repeat: training iterations/s and its CPU seconds per iteration, sampling
 # evaluations x images / s and its CPU milliseconds per evaluation x image.
@@ -82,6 +83,7 @@ class BenchmarkSettings:
     compile: bool = False
     variants: bool = False
     bf16: bool = False
+    image_size: int = 28
 
 
 class FastLoop:
@@ -175,6 +177,7 @@ def run_benchmark(settings: BenchmarkSettings, images: torch.Tensor | None = Non
         seed=0,
         device=str(device),
         compile=s.compile,
+        image_size=s.image_size,
     )
     log: list[str] = []
 
@@ -206,7 +209,7 @@ def run_benchmark(settings: BenchmarkSettings, images: torch.Tensor | None = Non
     n_evals = s.num_levels * s.n_steps_each
 
     for loop in contenders.values():  # warm-up: workers, allocator, oneDNN primitives, compilation
-        loop.train(1)
+        loop.train(2)  # a trainer's first steps (compilation, autotuning) are its warm-up
         loop.sample(torch.rand(shape, device=device), s.step_lr, 1, levels=1)
 
     rows = {name: {k: [] for k in MEASURES} for name in contenders}

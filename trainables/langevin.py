@@ -17,6 +17,7 @@ level; by Tweedie's formula this is the posterior mean E[x_0 | x] under noise si
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -27,6 +28,9 @@ import torch
 __all__ = ["LangevinResult", "ScoreFn", "anneal_langevin", "langevin_step_sizes"]
 
 # score_fn(x [B, ...], level_idx int64 [B]) -> score [B, ...], the score at noise sigmas[level_idx].
+# It may also offer ``at_level(i)``, returning the score function specialised for level i (the
+# chain visits one level at a time): trainables.runtime.LevelScore picks its precision that way
+# without reading the level index back from the device.
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -108,6 +112,7 @@ def anneal_langevin(
     generator: torch.Generator | None = None,
     clamp_output: bool = False,
     levels: Sequence[int] | None = None,
+    step_guard: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> LangevinResult:
     """Annealed Langevin dynamics from ``x_init`` down the noise ladder ``sigmas``.
 
@@ -127,6 +132,8 @@ def anneal_langevin(
             clamped.
         levels: ladder indices to visit, strictly increasing (default all). A truncated or
             sub-sampled ladder keeps alpha_i relative to the full ladder's sigma_L.
+        step_guard: a context manager factory each Langevin step runs inside (the GPU check
+            runs the steps under ``torch.cuda.set_sync_debug_mode("error")``).
 
     Runs under ``torch.inference_mode``. The loop has static shapes and no host sync (level
     indices preallocated, noise drawn in place into one buffer, SNR accumulated on device), so
@@ -167,25 +174,31 @@ def anneal_langevin(
         snr_sum = torch.zeros(len(sigma_values), dtype=torch.float32, device=device)
         frames: list[torch.Tensor] = []
         step = 0
+        at_level = getattr(score_fn, "at_level", None)
+        guard = step_guard or contextlib.nullcontext
         for i in visit:
             alpha = alphas[i]
             noise_scale = math.sqrt(2.0 * alpha)
             idx = level_idx[i]
+            score_i = score_fn if at_level is None else at_level(i)
             for _ in range(n_steps_each):
-                score = score_fn(x, idx)
-                noise.normal_(generator=generator)
-                signal_norm = torch.linalg.vector_norm(score.flatten(1), dim=1)
-                noise_norm = torch.linalg.vector_norm(noise.flatten(1), dim=1)
-                snr_sum[i] += (alpha * signal_norm / (noise_scale * noise_norm)).mean().float()
-                # A fresh tensor each step (score_fn may return a view of x, and frames keep
-                # references); the in-place add only touches that new tensor.
-                x = torch.add(x, score, alpha=alpha).add_(noise, alpha=noise_scale)
+                with guard():
+                    score = score_i(x, idx)
+                    noise.normal_(generator=generator)
+                    signal_norm = torch.linalg.vector_norm(score.flatten(1), dim=1)
+                    noise_norm = torch.linalg.vector_norm(noise.flatten(1), dim=1)
+                    snr_sum[i] += (alpha * signal_norm / (noise_scale * noise_norm)).mean().float()
+                    # A fresh tensor each step (score_fn may return a view of x, and frames keep
+                    # references); the in-place add only touches that new tensor.
+                    x = torch.add(x, score, alpha=alpha).add_(noise, alpha=noise_scale)
                 step += 1
                 if step in frame_steps:
                     frames.append(x)
         if denoise:
             j = visit[-1]
-            x = x + sigma_values[j] ** 2 * score_fn(x, level_idx[j])
+            score_j = score_fn if at_level is None else at_level(j)
+            with guard():
+                x = x + sigma_values[j] ** 2 * score_j(x, level_idx[j])
         if clamp_output:
             x = x.clamp(0.0, 1.0)
             frames = [f.clamp(0.0, 1.0) for f in frames]

@@ -11,6 +11,12 @@ so every layer can depend on it. ::
         optuna.db                 the Optuna study (SQLite)
         experiment_state-*.json   Ray's snapshots of the trial table
         report/                   report.html, report.md, leaderboard.csv, *.png
+        compile_cache/            inductor's caches, shared by the trials (with compile on)
+        confirm/                  the confirmation stage (search_spaces/confirm.py; never trains)
+            plan.json             what it samples: settings, protocol, the trials and why, the cost
+            summary.json          the confirmed ranking: values, 95% intervals, paired verdicts
+            trial_<id>/seed<s>_n<N>.json, .pt, .png   one (trial, seed): metrics and FID_inf;
+                                  features and logits (the paired bootstrap); 64 of its samples
         trial_<id>/               one folder per trial (Ray writes the first four files)
             result.json           JSON lines, one per report
             progress.csv
@@ -35,6 +41,16 @@ REPORT_DIR = "report"
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 LEADERBOARD_CSV = "leaderboard.csv"
+COMPILE_CACHE_DIR = "compile_cache"  # TORCHINDUCTOR_CACHE_DIR of every trial of the search
+
+# --- the confirmation stage: <experiment>/confirm/ -------------------------------------------
+CONFIRM_DIR = "confirm"
+CONFIRM_PLAN = "plan.json"
+CONFIRM_SUMMARY = "summary.json"
+CONFIRM_RESULT_SUFFIX = ".json"  # one (trial, seed): its record, written last (its presence = done)
+CONFIRM_FEATURES_SUFFIX = ".pt"  # its features and logits (torch.load with weights_only=True)
+CONFIRM_GRID_SUFFIX = ".png"  # its first 64 samples
+CONFIRM_TOP = "top"  # why a trial is confirmed: among the search's top K (else its warm-start labels)
 
 # --- a trial folder (Ray's files) -----------------------------------------------------------
 TRIAL_PREFIX = "trial_"
@@ -45,7 +61,10 @@ CHECKPOINT_GLOB = "checkpoint_*"
 
 # --- a checkpoint folder (the trainables' files) --------------------------------------------
 STATE_FILE = "state.pt"  # training state: model, EMA, optimiser, step, RNG
-METRICS_FILE = "metrics.json"  # {"metrics", "counters", "config"[, "sampler"]}
+METRICS_FILE = "metrics.json"  # {"metrics", "counters", "config", "runtime"[, "sampler"]}
+# The runtime settings as resolved in a trial (device, amp, compile, ...): a key of metrics.json
+# and of every result row.
+RUNTIME_KEY = "runtime"
 SAMPLES_FILE = "samples.png"  # the scored sample grid
 TRAJECTORY_FILE = "trajectory.png"  # a Langevin trajectory strip
 SAMPLES_TENSOR = "samples.pt"  # a sampler trial's samples so far (resumes a look)
@@ -88,6 +107,12 @@ RAY_ERROR = "ERROR"
 def trial_dirname(trial_id: str) -> str:
     """The folder name of a trial (Ray's default spells out every parameter)."""
     return f"{TRIAL_PREFIX}{trial_id}"
+
+
+def confirm_stem(seed: int, samples: int) -> str:
+    """File stem of one confirmation result under ``confirm/trial_<id>/``: seed index and sample
+    count, so confirmations at different N never overwrite each other."""
+    return f"seed{seed}_n{samples}"
 
 
 def read_search_record(exp_dir: str | Path) -> dict:

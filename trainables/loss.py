@@ -40,6 +40,8 @@ def dsm_loss(
     anneal_power: float = 2.0,
     generator: torch.Generator | None = None,
     return_parts: bool = False,
+    level_idx: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ):
     """Denoising score matching loss with one uniformly drawn noise level per example.
 
@@ -58,15 +60,19 @@ def dsm_loss(
         anneal_power: p in sigma^p.
         generator: torch.Generator on x's device for the levels and the noise (None: global RNG).
         return_parts: also return the per-example losses and levels.
+        level_idx: int64 [B] levels drawn by the caller (default: uniform, from ``generator``).
+        weights: float [B] per-example weights of the batch mean (default: equal), e.g. those of
+            a stratified draw (:class:`trainables.runtime.BatchSplit`).
 
     Returns the scalar loss (fp32, differentiable), or (loss, per_example_loss [B] fp32,
-    level_idx int64 [B]) when return_parts.
+    unweighted, level_idx int64 [B]) when return_parts.
     """
     if sigmas.dim() != 1 or sigmas.numel() < 1:
         raise ValueError(f"dsm_loss: sigmas must be a non-empty 1-D tensor, got shape {tuple(sigmas.shape)}")
     batch = x.shape[0]
     x = x.float()
-    level_idx = torch.randint(0, sigmas.numel(), (batch,), generator=generator, device=x.device)
+    if level_idx is None:
+        level_idx = torch.randint(0, sigmas.numel(), (batch,), generator=generator, device=x.device)
     z = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
     sigma = sigmas.to(torch.float32)[level_idx].view(batch, *([1] * (x.dim() - 1)))
     x_tilde = torch.addcmul(x, sigma, z)
@@ -75,7 +81,7 @@ def dsm_loss(
     # z/sigma that blows up for tiny sigmas.
     residual = torch.addcmul(z, score, sigma)
     per_example = 0.5 * residual.square().flatten(1).sum(1) * sigma.flatten().pow(anneal_power - 2.0)
-    loss = per_example.mean()
+    loss = per_example.mean() if weights is None else (per_example * weights).mean()
     if return_parts:
         return loss, per_example, level_idx
     return loss

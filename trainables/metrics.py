@@ -22,6 +22,17 @@ NO_PROTOCOL = "none"
 KID_STD = "kid_std"
 PROTOCOL_ID = "protocol_id"
 
+# Every metric carries a 95% interval that includes the noise of the generated sample (a bootstrap
+# over the generated images against the fixed reference statistics: trainables/intervals.py),
+# reported and stored as <metric>_lo and <metric>_hi beside the value.
+INTERVAL_LEVEL = 0.95
+INTERVALS = "intervals"  # the key of the interval settings in a metric record (metrics.json)
+# What a paired comparison of two trials says (trainables/intervals.py writes it, analysis reads it).
+BETTER = "better"
+WORSE = "worse"
+TIED = "not distinguishable at 95%"
+VERDICTS = (BETTER, WORSE, TIED)
+
 
 @dataclass(frozen=True)
 class MetricInfo:
@@ -70,3 +81,18 @@ def protocol_id(protocol: dict) -> str:
     """Short stable hash (12 hex digits) of a ``protocol`` dict; equal ids mean comparable numbers."""
     text = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def lo_key(name: str) -> str:
+    """Where the lower end of the 95% interval of metric ``name`` is reported: ``<name>_lo``."""
+    return f"{name}_lo"
+
+
+def hi_key(name: str) -> str:
+    """Where the upper end of the 95% interval of metric ``name`` is reported: ``<name>_hi``."""
+    return f"{name}_hi"
+
+
+def interval_keys() -> tuple[str, ...]:
+    """Every ``<metric>_lo`` and ``<metric>_hi`` key, in :data:`METRICS` order."""
+    return tuple(key for name in METRICS for key in (lo_key(name), hi_key(name)))

@@ -47,6 +47,16 @@ class Setting:
     pattern: str | None = None
     nullable: bool = False
     frozen_only: bool = False
+    # (alias, value) pairs a value may be written as: YAML 1.1 reads off/on as false/true, and
+    # checkpoints of earlier versions hold booleans or null for settings that are now text.
+    aliases: tuple = ()
+
+    def canonical(self, value: Any) -> Any:
+        """``value`` with an alias replaced by what it stands for (type-exact: 1 is not true)."""
+        for alias, meant in self.aliases:
+            if type(alias) is type(value) and alias == value:
+                return meant
+        return value
 
     def kind_problem(self, value: Any) -> str | None:
         """Why ``value`` is not of this setting's kind, or None when it is (ints pass as floats)."""
@@ -83,10 +93,11 @@ class Setting:
 
     def coerce(self, name: str, value: Any) -> Any:
         """``value`` checked and in this setting's kind (an int becomes a float for a float
-        setting); ``ValueError`` ``"name=value: problem (meaning)"`` otherwise."""
+        setting, an alias its value); ``ValueError`` ``"name=value: problem (meaning)"`` otherwise."""
+        original, value = value, self.canonical(value)
         problem = self.kind_problem(value) or self.problem(value)
         if problem:
-            raise ValueError(f"{name}={value!r}: {problem} ({self.meaning})")
+            raise ValueError(f"{name}={original!r}: {problem} ({self.meaning})")
         if self.kind is float and value is not None:
             return float(value)
         return value
@@ -153,16 +164,50 @@ SETTINGS: dict[str, Setting] = {
     "device": Setting(
         str,
         "auto",
-        "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'",
+        "'auto' (in a trial: the GPU Ray assigned it, else the CPU; outside Ray: CUDA if usable), "
+        "'cpu', 'cuda' or 'cuda:N'",
         RUNTIME,
         values=("auto", "cpu", "cuda"),
         pattern=r"cuda:\d+",
     ),
+    # Per-device defaults of the "auto" values below, and why: trainables/runtime.py.
     "amp": Setting(
-        bool, None, "bf16 autocast for the network; null = on for CUDA, off for CPU", RUNTIME, nullable=True
+        str,
+        "auto",
+        "'bf16': bf16 autocast for the noise levels with sigma >= amp_min_sigma, fp32 below; "
+        "'off': fp32; 'auto': bf16 on a GPU with native bf16, off elsewhere",
+        RUNTIME,
+        values=("auto", "off", "bf16"),
+        aliases=((None, "auto"), (False, "off"), (True, "bf16")),
     ),
-    "compile": Setting(bool, False, "torch.compile the network (training and sampling)", RUNTIME),
+    "amp_min_sigma": Setting(
+        float,
+        0.1,
+        "under amp, levels with a smaller sigma run in fp32: bf16 rounding of the image-scale "
+        "activations swamps the network's response to small noise (docs/NCSN.md)",
+        RUNTIME,
+        low=0.0,
+    ),
+    "compile": Setting(
+        str,
+        "auto",
+        "torch.compile mode of the network ('off', 'default', 'reduce-overhead', 'max-autotune', "
+        "'max-autotune-no-cudagraphs'); separate static-shape compilations for training and sampling; "
+        "'auto': 'default' on CUDA, 'off' on a CPU",
+        RUNTIME,
+        values=("auto", "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        aliases=((False, "off"), (True, "default")),
+    ),
     "channels_last": Setting(bool, True, "NHWC memory format (faster convs and pooling on CPU and CUDA)", RUNTIME),
+    "cuda_graphs": Setting(
+        str,
+        "auto",
+        "replay each sampler network evaluation as a CUDA graph (one launch instead of ~2,000 kernels); "
+        "'auto': on for CUDA",
+        RUNTIME,
+        values=("auto", "off", "on"),
+        aliases=((False, "off"), (True, "on")),
+    ),
 }
 
 
@@ -177,8 +222,11 @@ def names(*scopes: str, frozen_only: bool | None = None) -> tuple[str, ...]:
 
 
 # A search-space file may search or fix these: every training setting and the sampler settings
-# of a joint search. Runtime settings are the platform's to choose.
+# of a joint search.
 SPEC_PARAMS = names(TRAINING, SAMPLER, frozen_only=False)
+# What a spec's ``runtime:`` section may set (never searched: how a trial runs, the same for all
+# trials of a search); the seed is the searcher's (``searcher.seed``).
+SPEC_RUNTIME = tuple(name for name in names(RUNTIME) if name != "seed")
 # What a sampler search may search: the sampler settings, the ladder truncation included.
 SAMPLER_PARAMS = names(SAMPLER)
 # The sampler settings a joint trial samples with (and a checkpoint was scored with).

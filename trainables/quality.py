@@ -47,6 +47,7 @@ DC_K = 5  # density / coverage neighbourhood (Naeem et al. 2020)
 KID_DEGREE = 3
 DEFAULT_N_SUBSETS = 100
 DEFAULT_SUBSET_SIZE = 1000
+DEFAULT_RESAMPLES = 500  # bootstrap draws of each evaluation's 95% intervals (trainables/intervals.py)
 _CHUNK = 2048  # rows per block of pairwise distances: bounds memory at N = 10k
 CACHE_ENV = "NCSN_QUALITY_CACHE"
 
@@ -347,6 +348,15 @@ def manifold_metrics(real: torch.Tensor, fake: torch.Tensor, k_pr: int = PR_K, k
     }
 
 
+def manifold_subsets(n_sample: int, n_reference: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index sets of the k-NN metrics: (sample [m], reference [m]) with m = min(n_sample,
+    n_reference), drawn without replacement. Both sides get the same size: unequal sizes bias the
+    smaller side's radii upwards."""
+    gen = torch.Generator().manual_seed(_stream_seed(seed, "manifold"))
+    m = min(n_sample, n_reference)
+    return torch.randperm(n_sample, generator=gen)[:m], torch.randperm(n_reference, generator=gen)[:m]
+
+
 def inception_score(logits: torch.Tensor) -> float:
     """exp(E_x KL(p(y|x) || p(y))) from classifier logits [N, C], p(y) the mean over the N samples."""
     log_p = F.log_softmax(logits.double(), dim=1)
@@ -387,6 +397,8 @@ def evaluate(
     seed: int = 0,
     device: str = "cpu",
     reference: Reference | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    precision: dict | None = None,
 ) -> dict:
     """Score samples: float images [N, 1, 28, 28] in [0, 1], N >= 6.
 
@@ -394,7 +406,14 @@ def evaluate(
     ``n_subsets`` subsets of min(``subset_size``, N, reference size) points; the manifold metrics
     use min(N, reference size) points per side, drawn with ``seed``. Returns plain Python values:
     fid, kid, kid_std, inception_score, precision, recall, density, coverage, class_coverage,
-    class_histogram (10 counts), protocol (dict) and protocol_id (its :func:`protocol_id`).
+    class_histogram (10 counts), protocol (dict) and protocol_id (its :func:`protocol_id`); with
+    ``resamples`` > 0 also the 95% interval of every metric (``<metric>_lo``, ``<metric>_hi``: a
+    bootstrap of ``resamples`` draws over the images, :mod:`trainables.intervals`) and how it was
+    made (``intervals``). The intervals are no part of the protocol: they change no value.
+    ``precision``: how the samples were computed where that changes them (a run under bf16 amp:
+    ``{"amp": "bf16", "amp_min_sigma": 0.1}``, :func:`trainables.runtime.protocol_precision`); it
+    becomes part of the protocol, so bf16 and fp32 results are never ranked together. None (fp32)
+    adds nothing: fp32 results keep the ids they always had.
     """
     _check_images(images)
     if len(images) <= max(PR_K, DC_K):
@@ -412,13 +431,19 @@ def evaluate(
 
     terms = _cached_kid_terms(ref, ref_feats, len(feats), n_subsets, subset_size, seed)
     kid, kid_std, kid_m = kernel_distance(feats, ref_feats, n_subsets, subset_size, seed, terms)
-    # both sides of the k-NN metrics the same size: unequal sizes bias the smaller side's radii up
-    gen = torch.Generator().manual_seed(_stream_seed(seed, "manifold"))
-    nn_m = min(len(feats), len(ref_feats))
-    fake_idx = torch.randperm(len(feats), generator=gen)[:nn_m].to(device)
-    real_idx = torch.randperm(len(ref_feats), generator=gen)[:nn_m].to(device)
-    manifold = manifold_metrics(ref_feats[real_idx], feats[fake_idx])
+    fake_idx, real_idx = manifold_subsets(len(feats), len(ref_feats), seed)
+    nn_m = len(fake_idx)
+    manifold = manifold_metrics(ref_feats[real_idx.to(device)], feats[fake_idx.to(device)])
     coverage_c, hist = class_coverage(logits.argmax(1))
+    bounds = {}
+    if resamples:
+        from trainables import intervals  # it builds on this module
+        from trainables.metrics import INTERVALS
+
+        side = intervals.reference_side(len(feats), seed, ref, device, n_subsets, subset_size)
+        bounds = intervals.sample_intervals(feats, logits, side, resamples)
+        bounds.pop("estimates")
+        bounds[INTERVALS] = intervals.interval_record(resamples, seed)
 
     protocol = {
         "version": PROTOCOL_VERSION,
@@ -435,6 +460,8 @@ def evaluate(
         "dc_k": DC_K,
         "manifold_size": nn_m,
     }
+    if precision:
+        protocol["precision"] = dict(precision)
     return {
         "fid": fid,
         "kid": kid,
@@ -443,6 +470,7 @@ def evaluate(
         **manifold,
         "class_coverage": coverage_c,
         "class_histogram": hist,
+        **bounds,
         "protocol": protocol,
         "protocol_id": protocol_id(protocol),
     }

@@ -36,15 +36,18 @@ from typing import Any
 import torch
 
 from trainables import quality
+from trainables import runtime as rt
 from trainables.langevin import anneal_langevin
-from trainables.layout import METRICS_FILE, SAMPLER_TIME_ATTR, SAMPLES_FILE, SAMPLES_TENSOR, STATE_FILE
-from trainables.params import JOINT_SAMPLER_PARAMS, RUNTIME, SAMPLER_PARAMS, SETTINGS, check_keys, names
+from trainables.layout import METRICS_FILE, RUNTIME_KEY, SAMPLER_TIME_ATTR, SAMPLES_FILE, SAMPLES_TENSOR, STATE_FILE
+from trainables.metrics import interval_keys
+from trainables.params import JOINT_SAMPLER_PARAMS, RUNTIME, SAMPLER_PARAMS, SETTINGS, SPEC_RUNTIME, check_keys, names
 from trainables.sigmas import snr_of_step
 from trainables.train import TrainConfig, Trainer
 
-# What a sampler trial's config may hold: the frozen checkpoint's folder and sampler settings.
+# What a sampler trial's config may hold: the frozen checkpoint's folder, sampler settings and the
+# search's runtime settings (how this trial samples, whatever the training run used).
 CHECKPOINT_KEY = "checkpoint"
-TRIAL_KEYS = (CHECKPOINT_KEY, *SAMPLER_PARAMS)
+TRIAL_KEYS = (CHECKPOINT_KEY, *SAMPLER_PARAMS, *SPEC_RUNTIME)
 # Offset of the sampler search's noise streams from the training trainable's (seed * 1_000_003 +
 # evaluation index), so no look reuses the noise a checkpoint was first scored with.
 _STREAM_OFFSET = 100_000
@@ -135,14 +138,16 @@ class FrozenCheckpoint:
     ``module`` at load time), trained_with (the sampler settings the run was scored with).
     """
 
-    def __init__(self, folder: str | Path, device: str = "auto"):
+    def __init__(self, folder: str | Path, device: str = "auto", runtime: Mapping[str, Any] | None = None):
         self.folder = Path(folder).resolve()
         self.record = read_checkpoint_record(self.folder)
         state = torch.load(self.folder / STATE_FILE, map_location="cpu", weights_only=True)
-        # Runtime settings left to "auto" (None) are decided by the machine that samples, not by
-        # the one that trained; fields this version does not know are not the network's shape.
+        # How to run is decided where the sampling runs (``runtime``: the sampler search's runtime
+        # settings, defaults for the rest), never by the machine that trained; the seed stays;
+        # fields this version does not know are not the network's shape.
         known = {f.name for f in dataclasses.fields(TrainConfig)}
-        values = {k: v for k, v in state["config"].items() if k in known and not (k in _RUNTIME_FIELDS and v is None)}
+        values = {k: v for k, v in state["config"].items() if k in known and (k not in _RUNTIME_FIELDS or k == "seed")}
+        values.update({k: v for k, v in (runtime or {}).items() if k in _RUNTIME_FIELDS and k != "seed"})
         values["device"] = device
         # The Trainer needs images to build; sampling reads none, so one blank image will do.
         placeholder = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
@@ -237,7 +242,7 @@ def _restore() -> tuple[torch.Tensor | None, dict]:
     """Samples drawn and counters saved by the latest Tune checkpoint (None, fresh counters if none)."""
     from ray import tune
 
-    counters = {"looks": 0, "sample_seconds": 0.0, "score_seconds": 0.0, "sample_evals_total": 0}
+    counters = {"looks": 0, "sample_seconds": 0.0, "score_seconds": 0.0, "sample_evals_total": 0, "warmup_seconds": 0.0}
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None, counters
@@ -248,14 +253,31 @@ def _restore() -> tuple[torch.Tensor | None, dict]:
 
 
 def _write_look(
-    folder: Path, samples: torch.Tensor, metrics: dict, counters: dict, config: dict, settings: dict
+    folder: Path,
+    samples: torch.Tensor,
+    metrics: dict,
+    counters: dict,
+    config: dict,
+    settings: dict,
+    runtime: dict | None = None,
 ) -> None:
     from torchvision.utils import save_image
 
     save_image(samples[:64], folder / SAMPLES_FILE, nrow=8, padding=2, pad_value=1.0)
     torch.save(samples, folder / SAMPLES_TENSOR)  # float32: a resumed trial scores the same set
-    record = {"metrics": metrics, "counters": counters, "config": config, "sampler": settings}
+    record = {"metrics": metrics, "counters": counters, "config": config, "sampler": settings, RUNTIME_KEY: runtime}
     (folder / METRICS_FILE).write_text(json.dumps(record, indent=1, default=float))
+
+
+def _write_interval_layout() -> None:
+    """The TensorBoard layout that draws each metric Ray logs with its 95% interval as a band."""
+    from ray import tune
+    from torch.utils.tensorboard import SummaryWriter
+
+    from trainables.tune_trainable import interval_layout
+
+    with SummaryWriter(tune.get_context().get_trial_dir()) as writer:
+        writer.add_custom_scalars(interval_layout("ray/tune/"))
 
 
 def sampler_trainable(config: dict[str, Any], budget: SamplerBudget) -> None:
@@ -267,11 +289,17 @@ def sampler_trainable(config: dict[str, Any], budget: SamplerBudget) -> None:
     sampled from), ``checkpoint_trial``, ``checkpoint_iterations``, ``used_ema`` and
     ``weights_sha256`` (:func:`weights_digest` of the sampling weights, unchanged throughout).
     """
+    import ray
     from ray import tune
+
+    from trainables.tune_trainable import runtime_record, use_search_compile_cache
 
     config = dict(config)
     check_keys(config, TRIAL_KEYS, "sampler trial config")
-    frozen = FrozenCheckpoint(config[CHECKPOINT_KEY], budget.device)
+    # The GPUs Ray assigned, and only those; none: the CPU, and CUDA is never touched.
+    device = rt.trial_device(str(config.get("device", budget.device)), ray.get_gpu_ids())
+    frozen = FrozenCheckpoint(config[CHECKPOINT_KEY], device, runtime=config)
+    use_search_compile_cache(frozen.trainer)
     settings = sampler_settings(frozen.trained_with, config)
     levels = ladder_levels(frozen.num_levels, int(settings["skip_levels"]), int(settings["level_stride"]))
     trainer = frozen.trainer
@@ -291,15 +319,24 @@ def sampler_trainable(config: dict[str, Any], budget: SamplerBudget) -> None:
         "snr_nominal": snr_of_step(settings["step_lr"], float(trainer.sigmas[-1])),
     }
     samples, counters = _restore()
+    counters.setdefault("warmup_seconds", 0.0)
+    _write_interval_layout()
     score_fn = frozen.score_fn()
+    precision = rt.protocol_precision(trainer.runtime, trainer.bf16_levels)
+    ran_with = runtime_record(trainer)
     n_evals = len(levels) * settings["n_steps_each"] + int(settings["denoise"])
     for look, target in enumerate(budget.samples):
         if look < counters["looks"]:
             continue  # scored before an interruption: its samples came back from the checkpoint
         have = 0 if samples is None else len(samples)
+        size = trainer.config.image_size
+        warmup = 0.0
         start = time.perf_counter()
         parts = [] if samples is None else [samples]
         for chunk, first in enumerate(range(have, target, budget.max_batch)):
+            # compilation / graph capture for a new batch shape: not sampling time
+            shape = (min(budget.max_batch, target - first), 1, size, size)
+            warmup += score_fn.warm(torch.zeros(shape, device=trainer.device))
             part, n_evals = draw_samples(
                 score_fn,
                 trainer.sigmas,
@@ -312,7 +349,8 @@ def sampler_trainable(config: dict[str, Any], budget: SamplerBudget) -> None:
             )
             parts.append(part)
         samples = torch.cat(parts)
-        counters["sample_seconds"] += time.perf_counter() - start
+        counters["sample_seconds"] += time.perf_counter() - start - warmup
+        counters["warmup_seconds"] += warmup
         counters["sample_evals_total"] += n_evals * (target - have)
         frozen.assert_untouched()
         if not torch.isfinite(samples).all():
@@ -332,10 +370,11 @@ def sampler_trainable(config: dict[str, Any], budget: SamplerBudget) -> None:
             )
             return
         start = time.perf_counter()
-        metrics = quality.evaluate(samples, seed=budget.seed)
+        metrics = quality.evaluate(samples, seed=budget.seed, precision=precision)
         counters["score_seconds"] += time.perf_counter() - start
         counters["looks"] = look + 1
         result = {name: _finite_or_worst(name, metrics[name]) for name in quality.METRICS}
+        result.update({key: float(metrics[key]) for key in interval_keys() if key in metrics})  # 95% intervals
         result.update(
             kid_std=float(metrics["kid_std"]),
             protocol_id=metrics["protocol_id"],
@@ -346,6 +385,7 @@ def sampler_trainable(config: dict[str, Any], budget: SamplerBudget) -> None:
             **counters,
             **fixed,
         )
+        result[RUNTIME_KEY] = ran_with
         with tempfile.TemporaryDirectory(prefix="ncsn-sampler-") as tmp:
-            _write_look(Path(tmp), samples, metrics, counters, config, settings)
+            _write_look(Path(tmp), samples, metrics, counters, config, settings, ran_with)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -5,17 +5,21 @@ Design:
   with the trainer's own torch.Generator and dequantised on the device (no DataLoader);
 - nothing in a step reads a value back to the host: loss sums, per-level sums and counts and a
   non-finite counter accumulate on the device and are read once per ``train(n)`` call;
-- channels_last everywhere (on this project's AVX2 CPU it makes convolutions ~1.4x and the 5x5
-  pooling several times faster); on CUDA also bf16 autocast for the network (the loss itself
-  stays fp32) and fused Adam; optionally torch.compile (CUDA graphs for the fixed-shape sampler).
-  bf16 autocast is off by default on a CPU: without AVX512-BF16/AMX it is emulated and tens of
-  times slower (platform/benchmark.py --variants measures it);
+- the runtime settings (device, amp, compile, channels_last, cuda_graphs) are resolved per
+  device by :mod:`trainables.runtime`, which says why each default is what it is: bf16 autocast
+  only for the noise levels with sigma >= amp_min_sigma (a training batch is split by level into
+  a bf16 and an fp32 part of fixed sizes; the loss itself is always fp32), separate static-shape
+  compilations for training and sampling, CUDA graphs for the fixed-shape sampler, fused Adam on
+  CUDA;
+- the first steps of a trainer (compilation, cuDNN autotuning) are timed apart and left out of
+  the reported rate;
 - on a CPU, with a fixed seed, training is deterministic and a save/load round trip resumes
   bit-identically.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -29,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from trainables import runtime as rt
 from trainables.ema import EMA
 from trainables.loss import dequantize, dsm_loss
 from trainables.model import CondRefineNetDilated
@@ -70,9 +75,11 @@ class TrainConfig:
     noise_conditioning: str = _default("noise_conditioning")
     seed: int = _default("seed")
     device: str = _default("device")
-    amp: bool | None = _default("amp")
-    compile: bool = _default("compile")
+    amp: str = _default("amp")
+    amp_min_sigma: float = _default("amp_min_sigma")
+    compile: str = _default("compile")
     channels_last: bool = _default("channels_last")
+    cuda_graphs: str = _default("cuda_graphs")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -94,12 +101,9 @@ class TrainConfig:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available else CPU; 'cuda' without a GPU is a ValueError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"TrainConfig.device={name!r}: CUDA is not available on this machine")
-    return torch.device(name)
+    """'auto' -> CUDA when usable else CPU; 'cuda' without usable CUDA is a ValueError giving the
+    reason. Outside Ray; a trial's device comes from its assignment (:func:`trainables.runtime.trial_device`)."""
+    return rt.local_device(name)
 
 
 def prepare_images(images: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -131,14 +135,25 @@ class Trainer:
             config = TrainConfig.from_dict(config)
         self.config = cfg = config
         self.device = resolve_device(cfg.device)
-        on_cuda = self.device.type == "cuda"
-        self.amp = on_cuda if cfg.amp is None else cfg.amp
+        try:
+            self.runtime = rt.resolve(cfg, self.device)
+        except ValueError as err:
+            raise ValueError(f"TrainConfig.{err}") from None
+        self.amp = self.runtime.amp
         self.channels_last = cfg.channels_last
         self.images = prepare_images(images, cfg.image_size).to(self.device)
         self.image_shape = tuple(self.images.shape[1:])
         self.sigmas = geometric_sigmas(cfg.sigma_begin, cfg.sigma_end, cfg.num_levels, device=self.device)
-        if on_cuda:
-            torch.backends.cudnn.benchmark = True
+        rt.set_fp32_precision(self.device)
+        # bf16 for the k largest levels, fp32 for the rest (trainables/runtime.py says why).
+        self.bf16_levels = rt.bf16_levels(self.sigmas.tolist(), self.amp, cfg.amp_min_sigma)
+        self._split = rt.batch_split(cfg.batch_size, self.bf16_levels, cfg.num_levels)
+        self._split_weights = None
+        if self._split is not None:
+            w_bf16, w_fp32 = self._split.weights
+            n = self._split.n_bf16
+            weights = [torch.full((n,), w_bf16), torch.full((cfg.batch_size - n,), w_fp32)]
+            self._split_weights = torch.cat(weights).to(self.device)
 
         # Weights depend on the seed only, and the caller's global RNG is left as it was.
         with torch.random.fork_rng(devices=[]):
@@ -165,8 +180,11 @@ class Trainer:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.seed)
         self.step = 0
-        self._train_forward = torch.compile(self.model) if cfg.compile else self.model
-        self._sample_forwards: dict[int, Callable] = {}
+        mode = self.runtime.compile_train
+        self._train_forward = self.model if mode is None else rt.compile_for_training(self.model, mode)
+        self._scores: dict[int, rt.LevelScore] = {}
+        # Compilation and autotuning happen in the first steps: timed apart, not in the rate.
+        self._warmup_left = 2 if mode is not None else 1
         self._reset_accumulators()
 
     # ----------------------------------------------------------------------------- training
@@ -179,18 +197,46 @@ class Trainer:
         self._level_count = torch.zeros(L, dtype=torch.float64, device=dev)
         self._steps_since = 0
 
-    def _network(self, x: torch.Tensor, level_idx: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, level_idx: torch.Tensor, bf16: bool) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             return self._train_forward(x, level_idx)
+
+    def _network(self, x: torch.Tensor, level_idx: torch.Tensor) -> torch.Tensor:
+        """The training forward: one precision for the batch, or the split's bf16 head and fp32
+        tail (static sizes; instance norms act per example, so splitting changes nothing else)."""
+        split = self._split
+        if split is None:
+            return self._forward(x, level_idx, bf16=self.bf16_levels >= self.config.num_levels)
+        n = split.n_bf16
+        head = self._forward(x[:n], level_idx[:n], bf16=True).float()
+        tail = self._forward(x[n:], level_idx[n:], bf16=False).float()
+        return torch.cat([head, tail])
+
+    def _draw_levels(self, batch: int) -> torch.Tensor | None:
+        """The split's stratified levels (bf16 levels first), or None for the uniform draw."""
+        split = self._split
+        if split is None:
+            return None
+        g, dev = self.generator, self.device
+        head = torch.randint(0, split.k, (split.n_bf16,), generator=g, device=dev)
+        tail = torch.randint(split.k, split.num_levels, (batch - split.n_bf16,), generator=g, device=dev)
+        return torch.cat([head, tail])
 
     def _train_step(self) -> None:
         cfg = self.config
         idx = torch.randint(0, self.images.shape[0], (cfg.batch_size,), generator=self.generator, device=self.device)
         x = dequantize(self.images[idx], generator=self.generator)
         loss, per_example, level_idx = dsm_loss(
-            self._network, x, self.sigmas, cfg.anneal_power, generator=self.generator, return_parts=True
+            self._network,
+            x,
+            self.sigmas,
+            cfg.anneal_power,
+            generator=self.generator,
+            return_parts=True,
+            level_idx=self._draw_levels(cfg.batch_size),
+            weights=self._split_weights,
         )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -207,24 +253,48 @@ class Trainer:
         self._steps_since += 1
         self.step += 1
 
-    def train(self, n_iters: int) -> dict[str, Any]:
+    def train(self, n_iters: int, step_guard: Callable[[], Any] | None = None) -> dict[str, Any]:
         """Run ``n_iters`` optimiser steps; return a summary of the steps since the last call.
 
         Keys: loss (mean batch loss), per_level_loss (list of L per-example means, NaN for a
         level not drawn), per_level_count (examples drawn per level), finite (False if any step's
         loss was NaN/inf), nonfinite_steps, iterations (total steps so far), iterations_run,
-        seconds, iters_per_s.
+        seconds (all steps), warmup_steps and warmup_seconds (a new trainer's first steps:
+        compilation, autotuning), iters_per_s (the steps after the warm-up; all steps when the
+        call ran no other). ``step_guard``: a context manager factory every steady step runs
+        inside (the GPU check: ``torch.cuda.set_sync_debug_mode("error")``).
         """
         if isinstance(n_iters, bool) or not isinstance(n_iters, int) or n_iters < 0:
             raise ValueError(f"n_iters must be a non-negative integer, got {n_iters!r}")
         self.model.train()
         start = time.perf_counter()
-        for _ in range(n_iters):
+        warmup = min(self._warmup_left, n_iters)
+        for _ in range(warmup):
             self._train_step()
-        summary = self._read_accumulators()  # the only host sync
-        seconds = time.perf_counter() - start
-        summary.update(seconds=seconds, iters_per_s=n_iters / seconds if seconds > 0 else float("nan"))
+        if warmup:
+            self._sync()  # the warm-up's end, timed apart
+        self._warmup_left -= warmup
+        warm_end = time.perf_counter()
+        guard = step_guard or contextlib.nullcontext
+        for _ in range(n_iters - warmup):
+            with guard():
+                self._train_step()
+        summary = self._read_accumulators()  # the host sync of the steady steps
+        end = time.perf_counter()
+        steady, steady_s = n_iters - warmup, end - (warm_end if warmup else start)
+        if steady == 0:
+            steady, steady_s = n_iters, end - start
+        summary.update(
+            seconds=end - start,
+            warmup_steps=warmup,
+            warmup_seconds=warm_end - start,
+            iters_per_s=steady / steady_s if steady_s > 0 else float("nan"),
+        )
         return summary
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def _read_accumulators(self) -> dict[str, Any]:
         packed = torch.cat([self._loss_sum.view(1), self._nonfinite.view(1), self._level_sum, self._level_count]).cpu()
@@ -250,37 +320,19 @@ class Trainer:
         self.model.end_conv.bias.fill_(float("nan"))
 
     # ----------------------------------------------------------------------------- sampling
-    def score_fn(self, use_ema: bool = True) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def score_fn(self, use_ema: bool = True) -> rt.LevelScore:
         """The score s(x, i) for the sampler: (x float [B, C, H, W] in [0, 1] units, level_idx
         int64 [B]) -> float32 [B, C, H, W]. Uses the EMA weights when ``use_ema`` and EMA is on,
-        the trained weights otherwise. Runs with the trainer's autocast/memory format settings.
+        the trained weights otherwise. bf16 for the trainer's bf16 levels, fp32 for the others
+        (``at_level(i)`` picks without a host sync), channels_last as the trainer; compiled for
+        sampling (its own static-shape compilation) where compile is on, and replayed as CUDA
+        graphs where cuda_graphs is on. Built once per module and reused.
         """
         module = self.ema.module if (use_ema and self.ema is not None) else self.model
-        forward = self._sample_forward(module)
-        graphs = self.config.compile and self.device.type == "cuda"
-
-        def score(x: torch.Tensor, level_idx: torch.Tensor) -> torch.Tensor:
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if graphs:
-                torch.compiler.cudagraph_mark_step_begin()
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                out = forward(x, level_idx)
-            # A CUDA-graph output is overwritten by the next replay: hand out a copy.
-            return out.float().clone() if graphs and out.dtype == torch.float32 else out.float()
-
-        return score
-
-    def _sample_forward(self, module: torch.nn.Module) -> Callable:
-        if not self.config.compile:
-            return module
         key = id(module)
-        if key not in self._sample_forwards:
-            # Sampling calls the network hundreds of times on one fixed shape: CUDA graphs
-            # ("reduce-overhead") remove the per-kernel launch cost there.
-            mode = "reduce-overhead" if self.device.type == "cuda" else None
-            self._sample_forwards[key] = torch.compile(module, mode=mode)
-        return self._sample_forwards[key]
+        if key not in self._scores:
+            self._scores[key] = rt.sampler_score(module, self.runtime, self.bf16_levels, self.config.num_levels)
+        return self._scores[key]
 
     # ---------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -292,7 +344,8 @@ class Trainer:
             "device_type": self.device.type,
             "torch": torch.get_rng_state(),
             "generator": self.generator.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            # Only this trainer's device: a CPU trial never touches CUDA, a GPU trial only its GPU.
+            "cuda": [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else None,
         }
         return {
             "format": CHECKPOINT_FORMAT,
@@ -333,10 +386,8 @@ class Trainer:
                 stacklevel=2,
             )
             self.generator.manual_seed(self.config.seed * 1_000_003 + self.step)
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            cuda_states = [s.cpu() for s in rng["cuda"]]
-            if len(cuda_states) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(cuda_states)
+        if rng.get("cuda") and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"][0].cpu(), self.device)
         self._reset_accumulators()
 
     def save(self, path: str | os.PathLike) -> None:

@@ -23,9 +23,19 @@ from typing import Any
 import torch
 
 from trainables import params, quality
+from trainables import runtime as rt
 from trainables.data import load_mnist
 from trainables.langevin import anneal_langevin
-from trainables.layout import METRICS_FILE, SAMPLES_FILE, STATE_FILE, TRAIN_TIME_ATTR, TRAJECTORY_FILE
+from trainables.layout import (
+    COMPILE_CACHE_DIR,
+    METRICS_FILE,
+    RUNTIME_KEY,
+    SAMPLES_FILE,
+    STATE_FILE,
+    TRAIN_TIME_ATTR,
+    TRAJECTORY_FILE,
+)
+from trainables.metrics import hi_key, interval_keys, lo_key
 from trainables.sigmas import snr_of_step
 from trainables.train import TrainConfig, Trainer
 
@@ -69,9 +79,11 @@ def sample_and_score(trainer: Trainer, config: dict[str, Any], budget: Budget, e
     size = trainer.config.image_size
     x_init = torch.rand(budget.eval_samples, 1, size, size, generator=gen, device=device)
     step_lr = float(config["step_lr"])
+    score = trainer.score_fn(use_ema=True)
+    warmup_seconds = score.warm(x_init)  # compilation / graph capture: not sampling time
     start = time.perf_counter()
     result = anneal_langevin(
-        trainer.score_fn(use_ema=True),
+        score,
         x_init,
         trainer.sigmas,
         step_lr=step_lr,
@@ -90,7 +102,9 @@ def sample_and_score(trainer: Trainer, config: dict[str, Any], budget: Budget, e
         torch.cuda.synchronize(device)
     sample_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    metrics = quality.evaluate(samples.cpu(), seed=budget.seed)
+    metrics = quality.evaluate(
+        samples.cpu(), seed=budget.seed, precision=rt.protocol_precision(trainer.runtime, trainer.bf16_levels)
+    )
     score_seconds = time.perf_counter() - start
     snr = result.snr.float().cpu()
     return {
@@ -99,6 +113,7 @@ def sample_and_score(trainer: Trainer, config: dict[str, Any], budget: Budget, e
         "frames": [f[:8].float().clamp(0, 1).cpu() for f in result.frames],
         "n_evals": int(result.n_evals),
         "sample_seconds": sample_seconds,
+        "sample_warmup_seconds": warmup_seconds,
         "score_seconds": score_seconds,
         "snr_first": float(snr[0]),
         "snr_last": float(snr[-1]),
@@ -122,6 +137,7 @@ def _trajectory_strip(frames: list[torch.Tensor]) -> torch.Tensor:
 def _flat_result(summary: dict, evaluation: dict, counters: dict, config: dict) -> dict:
     m = evaluation["metrics"]
     result = {name: float(m[name]) for name in quality.METRICS if name in m}
+    result.update({key: float(m[key]) for key in interval_keys() if key in m})  # the 95% intervals
     result["kid_std"] = float(m.get("kid_std", float("nan")))
     result["protocol_id"] = quality.protocol_id(m["protocol"])
     per_level = summary.get("per_level_loss")
@@ -143,6 +159,25 @@ def _flat_result(summary: dict, evaluation: dict, counters: dict, config: dict) 
     return {k: (v if not isinstance(v, float) or math.isfinite(v) else _json_safe(v)) for k, v in result.items()}
 
 
+def interval_layout(prefix: str = "quality/") -> dict:
+    """TensorBoard's Custom Scalars layout: every metric as a band (a Margin chart of its value and
+    95% interval: the scalars ``<prefix><metric>``, ``_lo``, ``_hi``; here those of
+    :func:`_write_interval_scalars`, for a sampler trial the ones Ray logs under ``ray/tune/``)."""
+    return {
+        "quality (95% interval)": {
+            name: ["Margin", [f"{prefix}{name}", f"{prefix}{lo_key(name)}", f"{prefix}{hi_key(name)}"]]
+            for name in quality.METRICS
+        }
+    }
+
+
+def _write_interval_scalars(writer, result: dict, step: int) -> None:
+    for name in quality.METRICS:
+        for key in (name, lo_key(name), hi_key(name)):
+            if key in result and math.isfinite(result[key]):
+                writer.add_scalar(f"quality/{key}", result[key], step)
+
+
 def _json_safe(value: float) -> float:
     # inf is a legal "worst" value for Tune and Optuna; NaN never is.
     return float("inf") if math.isnan(value) else value
@@ -157,7 +192,29 @@ def _write_checkpoint_dir(folder: Path, trainer: Trainer, evaluation: dict, coun
     if evaluation["frames"]:
         save_image(_trajectory_strip(evaluation["frames"]), folder / TRAJECTORY_FILE)
     record = {"metrics": evaluation["metrics"], "counters": counters, "config": config}
+    record[RUNTIME_KEY] = runtime_record(trainer)
     (folder / METRICS_FILE).write_text(json.dumps(record, indent=1, default=float))
+
+
+def use_search_compile_cache(trainer: Trainer) -> None:
+    """With compile on, point inductor at the search's cache folder (next to the trial folders),
+    so every trial after the first loads the compiled graphs instead of compiling again. Called
+    before the first compiled call (torch.compile itself is lazy)."""
+    from ray import tune
+
+    if trainer.runtime.compile_train or trainer.runtime.compile_sample:
+        rt.use_compile_cache(Path(tune.get_context().get_trial_dir()).parent / COMPILE_CACHE_DIR)
+
+
+def runtime_record(trainer: Trainer) -> dict:
+    """How the trial ran, as resolved on its device (the report shows it): device and its name,
+    amp, the levels in bf16, compile modes, channels_last, cuda_graphs."""
+    record = trainer.runtime.record()
+    device = trainer.device
+    record["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    record["bf16_levels"] = trainer.bf16_levels
+    record["threads"] = torch.get_num_threads()
+    return record
 
 
 def _restore(trainer: Trainer) -> dict:
@@ -171,6 +228,7 @@ def _restore(trainer: Trainer) -> dict:
         "score_seconds": 0.0,
         "sample_evals_total": 0,
         "train_evals_total": 0,
+        "warmup_seconds": 0.0,
     }
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
@@ -204,15 +262,21 @@ def _report_divergence(reason: str, iterations: int, loss: float, counters: dict
 
 def ncsn_trainable(config: dict[str, Any], budget: Budget) -> None:
     """Ray Tune function trainable (wrap with ``tune.with_parameters(ncsn_trainable, budget=...)``)."""
+    import ray
     from ray import tune
     from torch.utils.tensorboard import SummaryWriter
 
     config = dict(config)
     inject_nan_at = config.pop("_inject_nan_at", None)  # fault injection for tests of the divergence path
+    # The GPUs Ray assigned, and only those; none: the CPU, and CUDA is never touched.
+    device = rt.trial_device(str(config.get("device", budget.device)), ray.get_gpu_ids())
     images, _ = load_mnist(train=True)
-    trainer = Trainer(train_config_from(config, budget), images)
+    trainer = Trainer(train_config_from({**config, "device": device}, budget), images)
+    use_search_compile_cache(trainer)
     counters = _restore(trainer)
+    counters.setdefault("warmup_seconds", 0.0)
     writer = SummaryWriter(tune.get_context().get_trial_dir())
+    writer.add_custom_scalars(interval_layout())
     try:
         while trainer.step < budget.iterations:
             n = min(budget.eval_every, budget.iterations - trainer.step)
@@ -220,6 +284,7 @@ def ncsn_trainable(config: dict[str, Any], budget: Budget) -> None:
                 trainer.poison_weights()
             summary = trainer.train(n)
             counters["train_seconds"] += summary["seconds"]
+            counters["warmup_seconds"] += summary["warmup_seconds"]
             counters["train_evals_total"] = trainer.step * trainer.config.batch_size
             if not summary["finite"]:
                 reason = f"non-finite loss within iterations {trainer.step - n}..{trainer.step}"
@@ -235,9 +300,12 @@ def ncsn_trainable(config: dict[str, Any], budget: Budget) -> None:
                 _report_divergence(reason, trainer.step, float(summary["loss"]), counters, writer)
                 return
             counters["sample_seconds"] += evaluation["sample_seconds"]
+            counters["warmup_seconds"] += evaluation["sample_warmup_seconds"]
             counters["score_seconds"] += evaluation["score_seconds"]
             counters["sample_evals_total"] += evaluation["n_evals"] * len(evaluation["samples"])
             result = _flat_result(summary, evaluation, counters, config)
+            result[RUNTIME_KEY] = runtime_record(trainer)
+            _write_interval_scalars(writer, result, trainer.step)
             writer.add_image("samples", _grid(evaluation["samples"][:64], nrow=8), trainer.step)
             if evaluation["frames"]:
                 writer.add_image("langevin_trajectory", _trajectory_strip(evaluation["frames"]), trainer.step)

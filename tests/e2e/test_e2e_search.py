@@ -144,7 +144,9 @@ def test_interrupted_search_resumes_without_repeating_trials(tmp_path):
     assert finished_before, "no trial had finished before the interruption:\n" + first_out[-2000:]
     assert len(finished_before) < trials_wanted, first_out[-2000:]
 
-    done, _ = run_search_cli(*args, "--resume", timeout=600)
+    # the command the closing summary prints: no budget flags (a resumed search keeps its own)
+    resume = [a for i, a in enumerate(args) if a != "--num-trials" and (i == 0 or args[i - 1] != "--num-trials")]
+    done, _ = run_search_cli(*resume, "--resume", timeout=600)
     assert done.returncode == 0, done.stdout[-3000:]
     trials = trial_dirs(exp_dir)
     assert len(trials) == trials_wanted

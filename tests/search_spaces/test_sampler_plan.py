@@ -10,6 +10,7 @@ import pytest
 from search_spaces.checkpoints import CheckpointInfo
 from search_spaces.sampler import TIME_ATTR, ncsnv2_step, plan_sampler_search
 from search_spaces.spec import SPACES_DIR, SpecError, load_spec, parse_spec, parse_spec_text, with_preview
+from search_spaces.tuning import runtime_config
 from trainables.layout import WARM_TECHNIQUE4 as WARM_NCSNV2
 from trainables.layout import WARM_TRAINED_WITH as WARM_TRAINED
 from trainables.sigmas import ladder_ratio, ncsnv2_step_lr
@@ -142,7 +143,8 @@ def test_plan_enqueues_both_warm_starts_of_every_checkpoint_even_outside_the_ran
     spec = parse_spec_text(_with_section(SECTION.format(trials=4)))
     a, b = _info("/a/ckpt", 1.0, 0.01, 10), _info("/b/ckpt", 2.0, 0.05, 4, step_lr=3e-5, n_steps_each=2)
     plan = plan_sampler_search(spec, [a])
-    assert plan.constants == {"checkpoint": "/a/ckpt"} and "checkpoint" not in plan.params
+    # every trial runs with the spec's runtime settings (defaults here)
+    assert plan.constants == {"checkpoint": "/a/ckpt", **runtime_config(spec)} and "checkpoint" not in plan.params
     labels = [w["label"] for w in plan.warm_starts]
     assert labels == [WARM_TRAINED, WARM_NCSNV2]
     trained, ncsnv2 = (w["params"] for w in plan.warm_starts)

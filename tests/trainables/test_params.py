@@ -98,7 +98,9 @@ def test_values_outside_the_listed_ones_or_of_the_wrong_kind_are_refused(name, v
 def test_kinds_convert_only_where_nothing_is_lost():
     assert TrainConfig(lr=1).lr == 1.0 and isinstance(TrainConfig(lr=1).lr, float)
     assert TrainConfig(device="cuda:3").device == "cuda:3"  # the pattern beside the listed values
-    assert TrainConfig(amp=None).amp is None  # nullable
+    # aliases: what YAML makes of off/on, and what checkpoints of earlier versions hold
+    assert (TrainConfig(amp=None).amp, TrainConfig(amp=True).amp, TrainConfig(amp=False).amp) == ("auto", "bf16", "off")
+    assert (TrainConfig(compile=False).compile, TrainConfig(cuda_graphs=True).cuda_graphs) == ("off", "on")
     with pytest.raises(ValueError, match="sigma_begin=0.01: must be > sigma_end"):
         TrainConfig(sigma_begin=0.01, sigma_end=0.01)
 

@@ -1,0 +1,133 @@
+"""The cost estimate's measurements, made where trials run: in a Ray task that holds one trial's
+resources (:func:`on_trial_resources`), on the device that assignment gives, never on the driver.
+
+:func:`measure_joint` times a typical joint trial: training iterations after the warm-up
+(compilation and autotuning timed apart), sampler network evaluations at the real evaluation
+batch (both precisions the ladder uses, weighted by their share of the levels), and one scoring
+pass. :func:`measure_frozen` times a frozen checkpoint's network evaluations at a sampler trial's
+batch. Every timed region ends with a device sync before the clock is read. On a CPU the batch is
+capped at :data:`CPU_BATCH_CAP`: there the cost per image no longer depends on the batch, and a
+full 1,000-image pass of an ngf-64 network would take minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+CPU_BATCH_CAP = 128
+
+
+def on_trial_resources(fn: Callable, resources: Mapping[str, float], copies: int, *args: Any) -> list[dict]:
+    """Run ``fn(*args)`` as ``copies`` Ray tasks at once, each holding ``resources`` ({"cpu": c,
+    "gpu": g}): with a fractional GPU share they land on one GPU together, as trials do, and the
+    measurements see the sharing. Ray must be initialised."""
+    import ray
+
+    task = ray.remote(fn).options(
+        num_cpus=float(resources.get("cpu", 1)), num_gpus=float(resources.get("gpu", 0)), max_retries=0
+    )
+    return ray.get([task.remote(*args) for _ in range(max(1, copies))])
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _eval_seconds(score, device, batch: int, image_size: int, level: int, repeats: int = 2) -> float:
+    """Seconds of one network evaluation of ``batch`` images at ``level``, after a warm-up call."""
+    import torch
+
+    x = torch.rand(batch, 1, image_size, image_size, device=device)
+    idx = torch.full((batch,), level, dtype=torch.long, device=device)
+    fn = score.at_level(level)
+    with torch.inference_mode():
+        fn(x, idx)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn(x, idx)
+        _sync(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def _per_image_eval(trainer, batch: int) -> float:
+    """Seconds per image per network pass of the sampler, the bf16 and fp32 levels weighted by
+    their share of the ladder."""
+    score = trainer.score_fn(use_ema=True)
+    L, k = trainer.config.num_levels, trainer.bf16_levels
+    size = trainer.config.image_size
+    total = 0.0
+    for level, share in ((0, k), (L - 1, L - k)):
+        if share:
+            total += share * _eval_seconds(score, trainer.device, batch, size, level)
+    return total / L / batch
+
+
+def _device_info(trainer) -> dict:
+    import torch
+
+    from trainables.tune_trainable import runtime_record
+
+    info = {"device": str(trainer.device), "runtime": runtime_record(trainer), "pid": os.getpid()}
+    if trainer.device.type == "cuda":
+        info["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(trainer.device))
+    return info
+
+
+def measure_joint(config: dict, budget, threads: int, iters: int = 3) -> dict:
+    """Inside a Ray task with one trial's resources: the timings of a typical joint trial."""
+    import ray
+    import torch
+
+    from trainables import quality
+    from trainables import runtime as rt
+    from trainables.data import load_mnist
+    from trainables.train import Trainer
+    from trainables.tune_trainable import train_config_from
+
+    torch.set_num_threads(max(1, threads))
+    device = rt.trial_device(str(config.get("device", budget.device)), ray.get_gpu_ids())
+    images, _ = load_mnist(train=True)
+    trainer = Trainer(train_config_from({**config, "device": device}, budget), images[:4096])
+    first = trainer.train(2)  # the warm-up (compilation, autotuning) and a step
+    steady = trainer.train(iters)
+    batch = budget.eval_samples if trainer.device.type == "cuda" else min(budget.eval_samples, CPU_BATCH_CAP)
+    size = trainer.config.image_size
+    sample_warmup = trainer.score_fn(use_ema=True).warm(torch.zeros(batch, 1, size, size, device=trainer.device))
+    per_image_eval = _per_image_eval(trainer, batch)
+
+    samples = torch.rand(budget.eval_samples, 1, 28, 28)
+    quality.evaluate(samples)  # builds and caches the reference statistics before trials start
+    start = time.perf_counter()
+    quality.evaluate(samples)
+    return {
+        **_device_info(trainer),
+        "seconds_per_iteration": steady["seconds"] / iters,
+        "warmup_seconds": first["warmup_seconds"] + sample_warmup,
+        "seconds_per_image_eval": per_image_eval,
+        "sample_batch": batch,
+        "seconds_per_scoring": time.perf_counter() - start,
+    }
+
+
+def measure_frozen(checkpoint: str, runtime: dict, threads: int, batch: int) -> dict:
+    """Inside a Ray task with a sampler trial's resources: seconds per image per network pass of
+    the frozen checkpoint at ``batch`` (capped on a CPU)."""
+    import ray
+    import torch
+
+    from trainables import runtime as rt
+    from trainables.sampler_trainable import FrozenCheckpoint
+
+    torch.set_num_threads(max(1, threads))
+    device = rt.trial_device(str(runtime.get("device", "auto")), ray.get_gpu_ids())
+    frozen = FrozenCheckpoint(checkpoint, device, runtime=runtime)
+    trainer = frozen.trainer
+    batch = batch if trainer.device.type == "cuda" else min(batch, CPU_BATCH_CAP)
+    return {**_device_info(trainer), "seconds_per_image_eval": _per_image_eval(trainer, batch), "sample_batch": batch}
