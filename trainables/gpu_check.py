@@ -1,4 +1,4 @@
-"""The GPU check (issue 11, item 7): one command that asserts the CUDA path works as designed and
+"""The GPU check: one command that asserts the CUDA path works as designed and
 measures it, without Ray or Optuna (torch, torchvision and numpy only).
 
     python platform/benchmark.py --device cuda --check            # the check, < 8 min on an H200

@@ -566,7 +566,7 @@ def fid_infinity(
 
 
 # ---------------------------------------------------------------------------------------------
-# Known answers (issue 13, item 5) and the command line
+# Known answers and the command line
 
 
 def _gaussian_moments(mu: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""How much reduced precision moves the score and the loss, per noise level (issue 11, item 2).
+"""How much reduced precision moves the score and the loss, per noise level.
 
 Two trainers built from one config and seed hold the same weights; one computes in fp32, the
 other under an amp design (``amp: bf16`` with its ``amp_min_sigma``). On the same clean images x,
@@ -34,7 +34,7 @@ from trainables.loss import dequantize
 from trainables.sigmas import geometric_sigmas
 from trainables.train import TrainConfig, Trainer
 
-# The table's ladder: 1 down to 0.005 (the smallest sigma issue 11 asks about), 12 levels.
+# The table's ladder: 1 down to 0.005 (the smallest sigma a ladder here uses), 12 levels.
 TABLE_LADDER = (1.0, 0.005, 12)
 SCORE_BOUND = 0.10  # score error / the network's noise response, at every level
 LOSS_BOUND = 0.01  # relative DSM loss difference, at every level

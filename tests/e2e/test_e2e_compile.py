@@ -1,4 +1,4 @@
-"""torch.compile done right (issue 11, item 5), on CPU where inductor works: the compiled training
+"""torch.compile done right, on CPU where inductor works: the compiled training
 loss and the compiled sampler's scores equal eager within the GPU check's tolerances, training and
 sampling are separate static compilations, and a second trial process reuses the first one's
 inductor cache instead of compiling again. Slow on a CPU (one full compilation of the smallest

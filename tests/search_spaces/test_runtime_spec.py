@@ -1,4 +1,4 @@
-"""The spec's ``runtime:`` section and GPU packing (issue 11, items 1 and 6): runtime settings
+"""The spec's ``runtime:`` section and GPU packing: runtime settings
 are validated from the parameter table, reach every trial's config (joint and sampler-only) and
 the estimate's typical trial, and trials at once are sized from the cluster's GPUs.
 Malformed runtime/packing files are in tests/data/bad_specs (runtime_*.yaml, packing_*.yaml)."""

@@ -1,6 +1,6 @@
 """Intervals, paired comparisons and FID_inf (trainables/intervals.py): the resampled formulas
 against trainables.quality.evaluate, the interval rules, coverage in a simulation whose truth is
-known, and the known answers of issue 13 on real MNIST."""
+known, and the known answers on real MNIST (docs/NCSN.md)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Reduced precision (issue 11, item 2), on CPU (autocast bf16 works there): the default amp
+"""Reduced precision, on CPU (autocast bf16 works there): the default amp
 design stays within the stated bounds at every level down to sigma 0.005, plain bf16 does not,
 and training and sampling run each level at the precision the design gives it."""
 
