@@ -30,8 +30,9 @@ from trainables.layout import (
     WARM_START_NAMES,
 )
 from trainables.metrics import BETTER, TIED, WORSE
+from trainables.units import duration
 
-# Far from digits, judged on the feature network (python -m trainables.quality --known-answers,
+# Far from digits, judged on the feature network (python -m trainables.known_answers --quality,
 # 1,000 images against the MNIST test set): real training digits score class coverage 1.00,
 # recall 0.86, KID -0.01; digits blurred by 0.6 px still 1.00, 0.03, 1.4 (digits, and not
 # flagged); blurred by 1.5 px 0.23, 0, 5.4; one digit class only 0.01; uniform noise 0, 0, 181;
@@ -156,7 +157,7 @@ def _needs(exp) -> str:
             f"iterations at ngf {full['ngf']}, batch {full['batch_size']}, scored on {full['eval_samples']} samples "
             f"({full['network_evals']:.3g} network evaluations in all, {full['nfe_per_sample']} per sample), on "
             f"{hardware}: projected from this search's measurements (a network pass costs about ngf^2), one such "
-            f"trial would take ~{_duration(full['per_trial_s'])} and the search ~{_duration(full['search_s'])} on "
+            f"trial would take ~{duration(full['per_trial_s'])} and the search ~{duration(full['search_s'])} on "
             f"this {full['device']}. On a machine with a GPU the full budget is the default: {command}"
         )
     mode = exp.search.get("budget_mode")
@@ -177,16 +178,6 @@ def _needs(exp) -> str:
         "A real result needs the spec's full budget (budget in the spec, not its CPU preview) on a GPU, "
         f"where it is the default: {command} (this search recorded no cost estimate to size it by)"
     )
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 3 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.0f} days"
 
 
 def pipeline_text(exp, reasons: list[str]) -> str:
@@ -379,12 +370,12 @@ def _cost_text(exp, conf: Confirmation) -> str:
     if before:
         parts.append(
             f"estimated before the search: {before['network_evals']:,} network evaluations, "
-            f"~{_duration(before['sampling_seconds'])} of sampling at the calibrated rate"
+            f"~{duration(before['sampling_seconds'])} of sampling at the calibrated rate"
         )
     if planned:
         text = f"planned: {planned['network_evals']:,} network evaluations in {planned['tasks']} tasks"
         if "sampling_seconds" in planned:
-            text += f", ~{_duration(planned['sampling_seconds'])} of sampling"
+            text += f", ~{duration(planned['sampling_seconds'])} of sampling"
         parts.append(text)
     spent = conf.summary.get("network_evals")
     if spent is not None:

@@ -14,11 +14,9 @@ checkpoints, a missing ``search.json`` or an unreadable experiment state give wa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -36,6 +34,7 @@ from trainables.layout import (
     SEARCH_FILE,
     STUDY_FILE,
     TRAIN_TIME_ATTR,
+    warm_label,
 )
 from trainables.metrics import DEFAULT_METRIC, METRICS, metric_mode
 
@@ -48,7 +47,6 @@ __all__ = [
     "read_result_rows",
     "read_trial_states",
     "resolve_metric",
-    "warm_label",
 ]
 
 
@@ -100,31 +98,6 @@ def resolve_metric(metric: str | None, search: dict) -> tuple[str, str]:
             raise ValueError(f"metric={metric!r} (from {SEARCH_FILE}): unknown; use one of {sorted(METRICS)}")
         return metric, spec.get("mode") or metric_mode(metric)
     return metric, metric_mode(metric)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b or a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-15)
-    return a == b
-
-
-def warm_point(warm: dict) -> dict:
-    """The config values a warm-start entry of search.json fixes (its checkpoint, where it names
-    one, and its params)."""
-    point = {"checkpoint": warm["checkpoint"]} if warm.get("checkpoint") is not None else {}
-    return {**point, **(warm.get("params") or {})}
-
-
-def warm_label(config: dict, warm_start: list[dict]) -> str:
-    """The label of the first warm start a trial config reproduces ("" if none): every value of
-    its point must match (floats to 1e-9 relative)."""
-    for warm in warm_start:
-        point = warm_point(warm)
-        if point and all(_same(config.get(k), v) for k, v in point.items()):
-            return str(warm.get("label") or "")
-    return ""
 
 
 def _check_folder(exp_dir: Path, dirs: list[Path]) -> None:

@@ -28,8 +28,7 @@ import pandas as pd
 
 from analysis.frames import best_index, finite
 from analysis.kinds import COMPUTE
-from analysis.load import warm_point
-from trainables.layout import TRAIN_TIME_ATTR
+from trainables.layout import TRAIN_TIME_ATTR, same_value, warm_point
 from trainables.metrics import DEFAULT_METRIC, METRICS, MODES, NO_PROTOCOL, PROTOCOL_ID, metric_mode
 
 
@@ -268,14 +267,6 @@ def pareto_front(
 # Warm starts
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
-
-
 def match_warm_starts(ranked: pd.DataFrame, warm_start: list[dict]) -> pd.DataFrame:
     """Which trial ran each warm-start point: ``warm_start`` is search.json's list of
     ``{"label", "params"}`` (a sampler search's points also name their ``checkpoint``); a trial
@@ -287,7 +278,7 @@ def match_warm_starts(ranked: pd.DataFrame, warm_start: list[dict]) -> pd.DataFr
         values = warm_point(point)
         match = None
         for _, trial in ranked.iterrows():
-            if values and all(_same(trial.get(f"config/{k}"), v) for k, v in values.items()):
+            if values and all(same_value(trial.get(f"config/{k}"), v) for k, v in values.items()):
                 match = trial["trial_id"]
                 break
         rows.append({"label": point.get("label"), "trial_id": match})

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from search_spaces.schema import ParamSpec, SearchSpec
 from trainables.params import defaults
+from trainables.units import duration
 
 
 def typical_value(param: ParamSpec):
@@ -128,14 +129,6 @@ def estimate_cost(spec: SearchSpec, budget, iters: int = 3) -> CostEstimate:
     )
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def format_estimate(e: CostEstimate) -> str:
     r = e.runtime
     shared = f", {e.sharing} calibrations sharing the GPU as {e.sharing} trials will" if e.sharing > 1 else ""
@@ -151,9 +144,9 @@ def format_estimate(e: CostEstimate) -> str:
             f"{e.seconds_per_image_eval * 1e3:.3f} ms per image per network pass at batch {e.sample_batch} "
             f"({e.nfe_per_sample} passes/sample), scoring {e.seconds_per_scoring:.2f} s per evaluation, "
             f"warm-up (compilation, autotuning) {e.warmup_s:.0f} s per trial",
-            f"  one full trial ~{_duration(e.per_trial_s)}; the search, {e.concurrent} at a time: "
-            f"at most ~{_duration(e.upper_bound_s)} without early stopping, "
-            f"~{_duration(e.asha_floor_s)} if ASHA stopped every trial at its first rung"
+            f"  one full trial ~{duration(e.per_trial_s)}; the search, {e.concurrent} at a time: "
+            f"at most ~{duration(e.upper_bound_s)} without early stopping, "
+            f"~{duration(e.asha_floor_s)} if ASHA stopped every trial at its first rung"
             + ("" if e.device.startswith("cuda") else " (concurrent CPU trials share the cores, so they take longer)"),
         ]
     )

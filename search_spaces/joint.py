@@ -63,13 +63,13 @@ def plan(spec: SearchSpec, prepared: None, options: SearchOptions) -> SearchPlan
     warm = warm_start_points(spec)
     messages, record = [], {"warm_start": [{"label": label, "params": point} for label, point in warm]}
     if options.calibrate:
-        from search_spaces import confirm
+        from search_spaces import confirm_select
         from search_spaces.estimate import estimate_cost, format_estimate
 
         estimate = estimate_cost(spec, trial_budget(spec))
         messages.append(format_estimate(estimate))
         # what the confirmation stage and the full budget would cost, kept for the report
-        line, record["cost_estimate"] = confirm.search_estimate(estimate, spec, options, len(warm))
+        line, record["cost_estimate"] = confirm_select.search_estimate(estimate, spec, options, len(warm))
         messages.append(line)
     function, budget = trainable(spec)
     return SearchPlan(

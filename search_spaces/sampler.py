@@ -276,12 +276,12 @@ def _checkpoint_line(c: CheckpointInfo, metric: str) -> str:
 def _confirm_line(spec: SearchSpec, sampler: SamplerPlan, options: SearchOptions) -> str:
     """The confirmation stage's network evaluations (its time follows from the rate above): the
     top K samplers and the warm starts at the warm starts' evaluations per sample."""
-    from search_spaces import confirm
+    from search_spaces import confirm_select
 
     section = spec.confirm or ConfirmSpec()
     mode = "smoke" if options.smoke_test else "preview" if spec.previewed else "full"
-    settings = confirm.ConfirmSettings(
-        section.top_k, section.seeds, section.samples or confirm.default_samples(mode, spec.budget.eval_samples)
+    settings = confirm_select.ConfirmSettings(
+        section.top_k, section.seeds, section.samples or confirm_select.default_samples(mode, spec.budget.eval_samples)
     )
     nfe = (
         max(
@@ -293,8 +293,12 @@ def _confirm_line(spec: SearchSpec, sampler: SamplerPlan, options: SearchOptions
         if sampler.warm_starts
         else 1
     )
-    line = confirm.cost_line(settings, section.top_k + len(sampler.warm_starts), nfe, None)
-    return line if confirm.requested(spec.confirm, options.confirm) else line + " (not requested: --confirm runs it)"
+    line = confirm_select.cost_line(settings, section.top_k + len(sampler.warm_starts), nfe, None)
+    return (
+        line
+        if confirm_select.requested(spec.confirm, options.confirm)
+        else line + " (not requested: --confirm runs it)"
+    )
 
 
 def _cost_line(spec: SearchSpec, sampler: SamplerPlan, calibrate: bool) -> str:

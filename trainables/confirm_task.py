@@ -5,8 +5,8 @@ The confirmation stage (:mod:`search_spaces.confirm`) runs one :func:`confirm_sa
 checkpoint as a :class:`trainables.sampler_trainable.FrozenCheckpoint` (the EMA weights where the
 run kept an average; their digest is checked unchanged before the task returns), samples N images
 with the trial's sampler (a joint trial's trained-with settings on its full ladder; a sampler
-trial's own settings) and scores them with :func:`trainables.quality.evaluate` under the search's
-protocol seed, intervals included, plus FID_inf (:func:`trainables.intervals.fid_infinity`).
+trial's own settings) and scores them with :func:`trainables.intervals.evaluate` under the search's
+protocol seed, intervals included, plus FID_inf (:func:`trainables.compare.fid_infinity`).
 
 Paired noise: seed s of every trial starts from the same initial noise (and the same Langevin noise
 where the samplers take the same steps): chunk c of seed s is drawn with :func:`confirm_stream_seed`,
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from trainables import intervals, quality
+from trainables import compare, intervals, quality
 from trainables.metrics import METRICS
 
 # Offset of the confirmation's noise streams from the search's (the training trainable uses
@@ -127,16 +127,18 @@ def confirm_sample(job: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     precision = rt.protocol_precision(trainer.runtime, trainer.bf16_levels)
     score_device = str(trainer.device) if trainer.device.type == "cuda" else "cpu"
-    metrics = quality.evaluate(
-        samples,
+    quality.check_images(samples)
+    features, logits = quality.embed(samples, score_device)
+    reference = quality.mnist_test_reference(score_device)
+    metrics = intervals.evaluate_features(
+        features,
+        logits,
+        reference,
         seed=int(job["search_seed"]),
-        device=score_device,
-        resamples=int(job.get("resamples", quality.DEFAULT_RESAMPLES)),
+        resamples=int(job.get("resamples", intervals.DEFAULT_RESAMPLES)),
         precision=precision,
     )
-    features, logits = quality._embed(samples, score_device)
-    reference = quality.mnist_test_reference(score_device)
-    fid_inf = intervals.fid_infinity(features, reference, seed=seed)
+    fid_inf = compare.fid_infinity(features, reference, seed=seed)
     record.update(
         diverged=False,
         stop_reason="",

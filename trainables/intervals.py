@@ -1,4 +1,4 @@
-"""95% intervals that include the noise of the generated sample, paired comparisons, and FID_inf.
+"""95% intervals that include the noise of the generated sample, on every evaluation.
 
 Every metric of :func:`trainables.quality.evaluate` is computed against FIXED reference statistics:
 the MNIST test features (mean, covariance), the KID reference subsets and the k-NN reference
@@ -25,7 +25,8 @@ of per-image terms computed once, so B resamples cost B weighted sums, not B eva
   do not count), so a resample's neighbour mass matches the sample's and radii do not collapse.
 - Inception Score, class coverage: weighted means of the classifier's per-image terms.
 
-At c = 1 every formula returns the sample's own value (tests check it against ``evaluate``).
+At c = 1 every formula returns the sample's own value (tests check it against
+:func:`trainables.quality.evaluate`).
 
 Two interval rules, chosen per metric by what its value estimates (:data:`RULES`):
 
@@ -44,21 +45,12 @@ The simulation test (tests/trainables/test_intervals.py) checks that these inter
 truth in at least 90% of repeats. Bounds are clipped to each metric's range (FID >= 0,
 probabilities in [0, 1], ...); KID is not clipped (its unbiased estimate may be negative).
 
-A paired comparison (:func:`compare_samples`) resamples the SAME image indices for two samplers
-that started from the same initial noise per seed, seed by seed (a stratified bootstrap over
-seeds), and bootstraps the difference of their mean-over-seeds values: "better", "worse" or "not
-distinguishable at 95%" (:data:`trainables.metrics.VERDICTS`) by whether its interval excludes 0.
-
-FID_inf (:func:`fid_infinity`; Chong & Forsyth 2020, "Effectively Unbiased FID and Inception
-Score and where to find them"): FID at several subset sizes n, a least-squares fit of
-FID(n) = FID_inf + k / n, and its intercept, so that values at different N compare.
+Paired comparisons of several samplers and FID_inf build on these terms: :mod:`trainables.compare`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -66,10 +58,9 @@ import torch.nn.functional as F
 
 from trainables import quality
 from trainables.feature_net import NUM_CLASSES
-from trainables.metrics import BETTER, INTERVAL_LEVEL, METRICS, TIED, WORSE, hi_key, lo_key
+from trainables.metrics import INTERVAL_LEVEL, INTERVALS, METRICS, hi_key, lo_key
 
-DEFAULT_RESAMPLES = quality.DEFAULT_RESAMPLES  # per evaluation
-CONFIRM_RESAMPLES = 2000  # confirmation stage: the ranking's verdicts rest on these
+DEFAULT_RESAMPLES = 500  # bootstrap draws of each evaluation's 95% intervals
 BASIC, CENTRED = "basic", "centred"
 RULES = {
     "fid": BASIC,
@@ -430,323 +421,49 @@ def interval_record(resamples: int, seed: int, level: float = INTERVAL_LEVEL) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# Several seeds, several samplers: pooled values and paired comparisons
+# An evaluation with its intervals
 
 
-def verdict(lo: float, hi: float, mode: str) -> str:
-    """What the interval [lo, hi] of a difference (this trial minus the reference trial) says for
-    a metric of direction ``mode``: better, worse, or not distinguishable at 95%."""
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0.0 <= hi:
-        return TIED
-    higher = lo > 0.0
-    return BETTER if higher == (mode == "max") else WORSE
-
-
-def compare_samples(
-    samples: Mapping[str, Sequence[tuple[torch.Tensor, torch.Tensor]]],
-    side: ReferenceSide,
-    metric: str,
-    resamples: int = CONFIRM_RESAMPLES,
-    level: float = INTERVAL_LEVEL,
-    best: str | None = None,
-) -> dict:
-    """Pooled values over seeds and paired comparisons of several samplers.
-
-    ``samples``: name -> one (features, logits) pair per seed, every seed with ``side.n`` images,
-    seed s of every name drawn from the same initial noise (paired). For each seed the same
-    bootstrap draws serve every name; a name's value is its mean over seeds (so is each
-    resample's), and its difference to ``best`` (default: the best mean by ``metric``) is
-    bootstrapped jointly. Returns {"best", "values": {name: {metric: {"value", "lo", "hi",
-    "per_seed"}}}, "versus_best": {name: {metric: {"difference", "lo", "hi", "verdict"}}}}.
-    """
-    names = list(samples)
-    seeds = {len(v) for v in samples.values()}
-    if not names or len(seeds) != 1 or 0 in seeds:
-        raise ValueError(f"samples: every name needs the same number (>= 1) of seeds, got {sorted(seeds)}")
-    n_seeds = seeds.pop()
-    hats = {name: {m: [] for m in METRICS} for name in names}
-    reps = {name: {m: torch.zeros(resamples, dtype=torch.float64) for m in METRICS} for name in names}
-    ones = torch.ones(1, side.n, dtype=torch.float64)
-    for s in range(n_seeds):
-        counts = bootstrap_counts(side.n, resamples, side.seed, stream=f"paired-bootstrap-{s}")
-        for name in names:
-            t = sample_terms(*samples[name][s], side)
-            hat = replicate_metrics(side, t, ones)
-            rep = replicate_metrics(side, t, counts)
-            for m in METRICS:
-                hats[name][m].append(float(hat[m][0]))
-                reps[name][m] += rep[m] / n_seeds
-    values = {}
-    for name in names:
-        values[name] = {}
-        for m in METRICS:
-            value = sum(hats[name][m]) / n_seeds
-            lo, hi = _clipped(m, *interval(value, reps[name][m], RULES[m], level))
-            values[name][m] = {"value": value, "lo": lo, "hi": hi, "per_seed": list(hats[name][m])}
-    mode = METRICS[metric].direction
-    if best is None:
-        sign = 1.0 if mode == "min" else -1.0
-        best = min(names, key=lambda name: (sign * _finite(values[name][metric]["value"], math.inf), names.index(name)))
-    versus = {}
-    for name in names:
-        if name == best:
-            continue
-        versus[name] = {}
-        for m in METRICS:
-            diff = values[name][m]["value"] - values[best][m]["value"]
-            lo, hi = interval(diff, reps[name][m] - reps[best][m], RULES[m], level)
-            versus[name][m] = {
-                "difference": diff,
-                "lo": lo,
-                "hi": hi,
-                "verdict": verdict(lo, hi, METRICS[m].direction),
-            }
-    return {"best": best, "values": values, "versus_best": versus, "resamples": resamples, "level": level}
-
-
-def _finite(value: float, default: float) -> float:
-    return value if math.isfinite(value) else default
-
-
-# ---------------------------------------------------------------------------------------------
-# FID at infinite N
-
-
-def fid_sizes(n: int, count: int = 6) -> list[int]:
-    """Subset sizes for :func:`fid_infinity`: geometric from n / 2 (at least 2 images) up to n.
-
-    Not smaller: at a few times the feature dimension (64) FID's bias has terms beyond 1 / n. On
-    real training digits against the test reference, 500 at a time, this gives FID_inf 0.00 +- 0.23
-    (mean and std over 10 sets) where plain FID is 1.29."""
-    low = max(2, n // 2)
-    if n <= low:
-        return [n]
-    ratio = (n / low) ** (1.0 / (count - 1))
-    return sorted({min(n, max(low, int(round(low * ratio**i)))) for i in range(count)})
-
-
-def fid_infinity(
+def evaluate_features(
     features: torch.Tensor,
+    logits: torch.Tensor,
     reference: quality.Reference | None = None,
-    sizes: Sequence[int] | None = None,
-    draws: int = 32,
     seed: int = 0,
+    n_subsets: int = quality.DEFAULT_N_SUBSETS,
+    subset_size: int = quality.DEFAULT_SUBSET_SIZE,
+    resamples: int = DEFAULT_RESAMPLES,
+    precision: dict | None = None,
 ) -> dict:
-    """FID_inf (Chong & Forsyth 2020): FID of random subsets of ``features`` [N, d] at each size
-    (mean over ``draws`` subsets drawn without replacement; the whole sample at N), the least-squares
-    line FID(n) = fid_inf + slope / n, and its intercept. Returns {"fid_inf", "slope", "sizes",
-    "fid_at"}; with a single size the intercept is that size's FID (no extrapolation)."""
-    ref = reference if reference is not None else quality.mnist_test_reference("cpu")
-    f64 = features.double().cpu()
-    n = len(f64)
-    sizes = sorted({int(s) for s in (sizes or fid_sizes(n))})
-    if sizes[0] < 2 or sizes[-1] > n:
-        raise ValueError(f"sizes={sizes}: each must lie in [2, {n}]")
-    g = torch.Generator().manual_seed(quality._stream_seed(seed, "fid-infinity"))
-    sqrt_ref = quality._sqrtm_psd(ref.cov.double())  # once: every subset's FID shares it
-    values = []
-    for size in sizes:
-        parts = torch.stack([f64[torch.randperm(n, generator=g)[:size]] for _ in range(1 if size == n else draws)])
-        mu = parts.mean(1)
-        centred = parts - mu[:, None, :]
-        cov = centred.transpose(1, 2) @ centred / (size - 1)
-        cross = torch.linalg.eigvalsh(sqrt_ref @ cov @ sqrt_ref).clamp_min(0).sqrt().sum(-1)
-        fids = (
-            (mu - ref.mean.double()).square().sum(-1)
-            + cov.diagonal(dim1=1, dim2=2).sum(-1)
-            + ref.cov.trace()
-            - 2 * cross
-        )
-        values.append(float(fids.mean()))
-    if len(sizes) == 1:
-        return {"fid_inf": values[0], "slope": 0.0, "sizes": sizes, "fid_at": values}
-    design = torch.tensor([[1.0, 1.0 / s] for s in sizes], dtype=torch.float64)
-    coef = torch.linalg.lstsq(design, torch.tensor(values, dtype=torch.float64).unsqueeze(1)).solution.squeeze(1)
-    return {"fid_inf": float(coef[0]), "slope": float(coef[1]), "sizes": sizes, "fid_at": values}
+    """:func:`trainables.quality.evaluate_features` plus the 95% interval of every metric
+    (``<metric>_lo``, ``<metric>_hi``: :func:`sample_intervals` with ``resamples`` draws) and how
+    they were made (``intervals``, :func:`interval_record`). The intervals are no part of the
+    protocol: they change no value. ``resamples`` = 0 adds nothing."""
+    if resamples < 0:
+        raise ValueError(f"resamples={resamples}: must be >= 0 (0 for no intervals)")
+    device = str(features.device)
+    ref = reference if reference is not None else quality.mnist_test_reference(device)
+    metrics = quality.evaluate_features(features, logits, ref, seed, n_subsets, subset_size, precision)
+    if resamples:
+        side = reference_side(len(features), seed, ref, device, n_subsets, subset_size)
+        bounds = sample_intervals(features, logits, side, resamples)
+        bounds.pop("estimates")
+        metrics.update(bounds)
+        metrics[INTERVALS] = interval_record(resamples, seed)
+    return metrics
 
 
-# ---------------------------------------------------------------------------------------------
-# Known answers and the command line
-
-
-def _gaussian_moments(mu: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """E[x x'] and E[x_i x_j x_k] of N(mu, cov)."""
-    third = (
-        torch.einsum("i,j,k->ijk", mu, mu, mu)
-        + torch.einsum("i,jk->ijk", mu, cov)
-        + torch.einsum("j,ik->ijk", mu, cov)
-        + torch.einsum("k,ij->ijk", mu, cov)
-    )
-    return cov + torch.outer(mu, mu), third
-
-
-SIMULATION_DIM = 16
-
-
-def _simulated(count: int, gen: torch.Generator, mixing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` draws of the simulation's features N(mu, diag(s^2)) and their logits."""
-    mu = torch.zeros(SIMULATION_DIM, dtype=torch.float64)
-    mu[:2] = torch.tensor([0.6, -0.3], dtype=torch.float64)
-    scale = torch.linspace(1.6, 2.4, SIMULATION_DIM, dtype=torch.float64)
-    x = (torch.randn(count, SIMULATION_DIM, generator=gen, dtype=torch.float64) * scale + mu).float()
-    return x, x @ mixing
-
-
-@functools.lru_cache(maxsize=2)
-def simulation_setup(n: int = 200) -> tuple[ReferenceSide, quality.Reference, torch.Tensor, dict]:
-    """The simulation of :func:`gaussian_simulation` for samples of ``n``: (its reference side,
-    reference, logit map, the truth of every metric)."""
-    d = SIMULATION_DIM
-    g = torch.Generator().manual_seed(1)
-    ref = quality.Reference.from_features(torch.randn(3000, d, generator=g) * 2.0, "simulation")
-    mixing = torch.randn(d, 10, generator=g)
-    mu = torch.zeros(d, dtype=torch.float64)
-    mu[:2] = torch.tensor([0.6, -0.3], dtype=torch.float64)
-    cov = torch.diag(torch.linspace(1.6, 2.4, d, dtype=torch.float64) ** 2)
-    side = reference_side(n, 0, ref, "cpu", n_subsets=50, subset_size=n)
-    second, third = _gaussian_moments(mu, cov)
-    e_xx = float((third * third).sum() / d**3 + 3 * torch.trace(second @ second) / d**2 + 3 * mu @ mu / d + 1)
-    y = side.kid_points.double()
-    mean_u, var_u = y @ mu / d + 1, torch.einsum("ji,ik,jk->j", y, cov, y) / d**2
-    e_xy = float((side.kid_weights * (mean_u**3 + 3 * mean_u * var_u)).sum())
-    truth = {"fid": quality.frechet_distance(mu, cov, ref.mean, ref.cov), "kid": e_xx + side.kid_yy - 2 * e_xy}
-    x, logits = _simulated(100_000, torch.Generator().manual_seed(2), mixing)
-    dist = torch.cat([torch.cdist(x[i : i + 20_000], side.real) for i in range(0, len(x), 20_000)])
-    truth["precision"] = float((dist <= side.r_pr).any(1).double().mean())
-    truth["density"] = float((dist <= side.r_dc).sum(1).double().mean() / quality.DC_K)
-    log_p = torch.log_softmax(logits.double(), 1)
-    p_mean = log_p.exp().mean(0)
-    truth["inception_score"] = math.exp(float((log_p.exp() * (log_p - p_mean.log())).sum(1).mean()))
-    hist = torch.bincount(logits.argmax(1), minlength=NUM_CLASSES).double() / len(logits)
-    truth["class_coverage"] = float(-(hist[hist > 0] * hist[hist > 0].log()).sum() / math.log(NUM_CLASSES))
-    ones = torch.ones(1, n, dtype=torch.float64)
-    at_n = {"recall": 0.0, "coverage": 0.0}
-    extra = torch.Generator().manual_seed(3)
-    for _ in range(200):
-        values = replicate_metrics(side, sample_terms(*_simulated(n, extra, mixing), side), ones)
-        for name in at_n:
-            at_n[name] += float(values[name][0]) / 200
-    truth.update(at_n)
-    return side, ref, mixing, truth
-
-
-def gaussian_simulation(repeats: int = 200, n: int = 200, resamples: int = 250, seed: int = 4) -> dict:
-    """How often the 95% intervals cover the truth, where the truth is known.
-
-    Features N(mu, diag(s^2)) in 16-d against a fixed reference of 3,000 N(0, 4 I) points, logits a
-    fixed linear map of them. Truths (:func:`simulation_setup`): FID in closed form (the reference
-    statistics are fixed); KID in closed form from the Gaussian's moments (E (u + 1)^3 for
-    u = x.y / d: third moments for E k(x, x'), a Gaussian u for each reference point in E k(x, y));
-    precision, density, Inception Score and class coverage from 100,000 draws; recall and coverage,
-    defined at the sample count, as their mean over 200 samples of n. Returns {"coverage",
-    "truth", "width" (mean interval width), "mean_estimate" and "sd_estimate" (of the samples'
-    values), "n", "repeats"}.
-    """
-    side, _, mixing, truth = simulation_setup(n)
-    covered, width = dict.fromkeys(METRICS, 0), dict.fromkeys(METRICS, 0.0)
-    values: dict[str, list[float]] = {name: [] for name in METRICS}
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(repeats):
-        bounds = sample_intervals(*_simulated(n, gen, mixing), side, resamples)
-        for name in METRICS:
-            covered[name] += bounds[lo_key(name)] <= truth[name] <= bounds[hi_key(name)]
-            width[name] += (bounds[hi_key(name)] - bounds[lo_key(name)]) / repeats
-            values[name].append(bounds["estimates"][name])
-    estimates = {name: torch.tensor(v, dtype=torch.float64) for name, v in values.items()}
-    return {
-        "coverage": {k: v / repeats for k, v in covered.items()},
-        "truth": truth,
-        "width": width,
-        "mean_estimate": {k: float(v.mean()) for k, v in estimates.items()},
-        "sd_estimate": {k: float(v.std()) for k, v in estimates.items()},
-        "n": n,
-        "repeats": repeats,
-    }
-
-
-def mnist_known_answers(resamples: int = 1000, sets: int = 10) -> dict:
-    """Issue 13's known answers on real MNIST, as :func:`compare_samples` calls them.
-
-    The test set's features (cached with the reference statistics) in a random split: a reference
-    of 5,000 digits, two disjoint sets of 1,000 (real vs real), and the first set blurred by a
-    Gaussian of sigma 0.6 px (paired with it). FID_inf against plain FID: ``sets`` disjoint sets of
-    500 training digits against the test reference.
-    """
-    from trainables.data import load_mnist
-
-    full = quality.mnist_test_reference("cpu")
-    order = torch.randperm(len(full.features), generator=torch.Generator().manual_seed(0))
-    feats = full.features[order]
-    with torch.no_grad():
-        logits = quality._net("cpu").logits_from_features(feats)
-    images, _ = load_mnist(train=False)
-    blurred = quality._embed(quality.gaussian_blur(images[order[5000:6000]].float() / 255.0, 0.6).clamp(0, 1), "cpu")
-    side = reference_side(1000, 0, quality.Reference.from_features(feats[:5000], "mnist-test-random-half"))
-    compared = compare_samples(
-        {
-            "real": [(feats[5000:6000], logits[5000:6000])],
-            "other real": [(feats[6000:7000], logits[6000:7000])],
-            "blurred 0.6 px": [blurred],
-        },
-        side,
-        "kid",
-        resamples=resamples,
-        best="real",
-    )
-    train, _ = load_mnist(train=True)
-    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))[: 500 * sets]
-    train_feats, _ = quality._embed(train[pick].float() / 255.0, "cpu")
-    plain, inf = [], []
-    for s in range(sets):
-        part = train_feats[500 * s : 500 * (s + 1)].double()
-        plain.append(quality.frechet_distance(part.mean(0), torch.cov(part.T), full.mean, full.cov))
-        inf.append(fid_infinity(part, full, seed=s)["fid_inf"])
-    return {"comparisons": compared, "fid_500": plain, "fid_inf": inf}
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import json
-
-    p = argparse.ArgumentParser(prog="python -m trainables.intervals", description=__doc__.split("\n")[0])
-    p.add_argument("--known-answers", action="store_true", help="real MNIST: ties, mild blur, FID_inf")
-    p.add_argument("--simulation", action="store_true", help="coverage of the intervals where the truth is known")
-    p.add_argument("--repeats", type=int, default=200, help="simulation repeats (default 200)")
-    p.add_argument("--json", default=None, help="also write the figures here")
-    args = p.parse_args(argv)
-    if not (args.known_answers or args.simulation):
-        p.error("give --known-answers and/or --simulation")
-    if args.repeats < 10:
-        p.error(f"--repeats {args.repeats}: must be at least 10")
-    out: dict = {}
-    if args.known_answers:
-        found = mnist_known_answers()
-        compared = found["comparisons"]
-        out["known_answers"] = {"versus_real": compared["versus_best"], **{k: found[k] for k in ("fid_500", "fid_inf")}}
-        for name, versus in compared["versus_best"].items():
-            print(f"{name} against real digits (N = 1,000, paired bootstrap, {compared['resamples']} draws):")
-            for metric, v in versus.items():
-                bounds = f"[{v['lo']:+.4g}, {v['hi']:+.4g}]"
-                print(f"  {metric:16s} difference {v['difference']:+.4g} {bounds}  {v['verdict']}")
-        sets = len(found["fid_500"])
-        print(f"real training digits, {sets} sets of 500: plain FID " + ", ".join(f"{v:.2f}" for v in found["fid_500"]))
-        print(" " * 40 + "FID_inf " + ", ".join(f"{v:.2f}" for v in found["fid_inf"]))
-        print(f"  means: plain {sum(found['fid_500']) / sets:.3f}, FID_inf {sum(found['fid_inf']) / sets:.3f}")
-    if args.simulation:
-        sim = gaussian_simulation(repeats=args.repeats)
-        out["simulation"] = sim
-        print(f"simulation: {args.repeats} samples of {sim['n']}, coverage of the truth by the 95% intervals:")
-        for metric in METRICS:
-            print(
-                f"  {metric:16s} {sim['coverage'][metric]:.3f}  (truth {sim['truth'][metric]:.4g}, "
-                f"mean width {sim['width'][metric]:.3g})"
-            )
-    if args.json:
-        from pathlib import Path
-
-        Path(args.json).write_text(json.dumps(out, indent=1, default=float))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def evaluate(
+    images: torch.Tensor,
+    n_subsets: int = quality.DEFAULT_N_SUBSETS,
+    subset_size: int = quality.DEFAULT_SUBSET_SIZE,
+    seed: int = 0,
+    device: str = "cpu",
+    reference: quality.Reference | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    precision: dict | None = None,
+) -> dict:
+    """Score samples as :func:`trainables.quality.evaluate` does (same arguments, same values),
+    with the 95% intervals of :func:`evaluate_features`. What every trial reports."""
+    quality.check_images(images)
+    features, logits = quality.embed(images, str(device))
+    return evaluate_features(features, logits, reference, seed, n_subsets, subset_size, resamples, precision)

@@ -30,7 +30,9 @@ so every layer can depend on it. ::
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 # --- the experiment folder ------------------------------------------------------------------
 SEARCH_FILE = "search.json"
@@ -90,6 +92,34 @@ WARM_START_NAMES = {
     WARM_TRAINED_WITH: "the trained-with sampler",
     WARM_TECHNIQUE4: "the NCSNv2 technique-4 sampler",
 }
+
+
+def warm_point(warm: dict) -> dict:
+    """The config values a warm-start entry of search.json fixes (its checkpoint, where it names
+    one, and its params)."""
+    point = {"checkpoint": warm["checkpoint"]} if warm.get("checkpoint") is not None else {}
+    return {**point, **(warm.get("params") or {})}
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether a trial's config value is a warm start's value: equal, numbers to 1e-9 relative
+    (a value that went through JSON or Optuna's float storage compares equal)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b or a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-15)
+    return a == b
+
+
+def warm_label(config: dict, warm_start: list[dict]) -> str:
+    """The label of the first warm start a trial config reproduces ("" if none): every value of
+    its point must match (:func:`same_value`)."""
+    for warm in warm_start:
+        point = warm_point(warm)
+        if point and all(same_value(config.get(k), v) for k, v in point.items()):
+            return str(warm.get("label") or "")
+    return ""
+
 
 # --- trial statuses, derived from a trial folder's files ------------------------------------
 FINISHED = "finished"  # reached the budget (iterations, or the last look)

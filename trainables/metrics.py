@@ -26,8 +26,9 @@ PROTOCOL_ID = "protocol_id"
 # over the generated images against the fixed reference statistics: trainables/intervals.py),
 # reported and stored as <metric>_lo and <metric>_hi beside the value.
 INTERVAL_LEVEL = 0.95
+CONFIRM_RESAMPLES = 2000  # bootstrap draws behind the confirmation stage's intervals and verdicts
 INTERVALS = "intervals"  # the key of the interval settings in a metric record (metrics.json)
-# What a paired comparison of two trials says (trainables/intervals.py writes it, analysis reads it).
+# What a paired comparison of two trials says (trainables/compare.py writes it, analysis reads it).
 BETTER = "better"
 WORSE = "worse"
 TIED = "not distinguishable at 95%"

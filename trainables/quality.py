@@ -19,19 +19,16 @@ tests against an independent computation: scipy, torchmetrics, brute force):
   since unequal sizes bias the k-NN radii of the smaller side upwards.
 - Class coverage: entropy of the predicted-label histogram divided by log(10), in [0, 1].
 
-``python -m trainables.quality --benchmark`` times scoring; ``--known-answers`` prints the
-calibration table (real images and degraded ones).
+``python -m trainables.known_answers --quality`` prints the calibration table (real images and
+degraded ones); ``--benchmark`` times scoring.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
-import json
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +44,6 @@ DC_K = 5  # density / coverage neighbourhood (Naeem et al. 2020)
 KID_DEGREE = 3
 DEFAULT_N_SUBSETS = 100
 DEFAULT_SUBSET_SIZE = 1000
-DEFAULT_RESAMPLES = 500  # bootstrap draws of each evaluation's 95% intervals (trainables/intervals.py)
 _CHUNK = 2048  # rows per block of pairwise distances: bounds memory at N = 10k
 CACHE_ENV = "NCSN_QUALITY_CACHE"
 
@@ -84,7 +80,7 @@ def _net(device: str):
 
 
 @torch.no_grad()
-def _embed(images: torch.Tensor, device: str, batch_size: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+def embed(images: torch.Tensor, device: str, batch_size: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
     """Features float32 [N, 64] and logits float32 [N, 10], on ``device``."""
     net = _net(device)
     feats, logits = [], []
@@ -97,8 +93,8 @@ def _embed(images: torch.Tensor, device: str, batch_size: int = 2000) -> tuple[t
 
 def reference_from_images(images: torch.Tensor, device: str = "cpu") -> Reference:
     """A :class:`Reference` for float images [M, 1, 28, 28] in [0, 1] (M >= 2), e.g. a held-out half."""
-    _check_images(images, "reference images")
-    features, _ = _embed(images, device)
+    check_images(images, "reference images")
+    features, _ = embed(images, device)
     return Reference.from_features(features, _images_sha256(images))
 
 
@@ -376,7 +372,7 @@ def class_coverage(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> tupl
 # Evaluation
 
 
-def _check_images(images, name: str = "images") -> None:
+def check_images(images, name: str = "images") -> None:
     if not isinstance(images, torch.Tensor) or not images.is_floating_point():
         raise ValueError(
             f"{name}: expected a float tensor, got {type(images).__name__} {getattr(images, 'dtype', '')}".rstrip()
@@ -390,75 +386,48 @@ def _check_images(images, name: str = "images") -> None:
         raise ValueError(f"{name}: values must lie in [0, 1], got min {lo:.4g} max {hi:.4g}; clamp samples first")
 
 
-def evaluate(
-    images: torch.Tensor,
+def evaluate_features(
+    features: torch.Tensor,
+    logits: torch.Tensor,
+    reference: Reference | None = None,
+    seed: int = 0,
     n_subsets: int = DEFAULT_N_SUBSETS,
     subset_size: int = DEFAULT_SUBSET_SIZE,
-    seed: int = 0,
-    device: str = "cpu",
-    reference: Reference | None = None,
-    resamples: int = DEFAULT_RESAMPLES,
     precision: dict | None = None,
 ) -> dict:
-    """Score samples: float images [N, 1, 28, 28] in [0, 1], N >= 6.
-
-    ``reference`` defaults to the MNIST test set (:func:`mnist_test_reference`). KID uses
-    ``n_subsets`` subsets of min(``subset_size``, N, reference size) points; the manifold metrics
-    use min(N, reference size) points per side, drawn with ``seed``. Returns plain Python values:
-    fid, kid, kid_std, inception_score, precision, recall, density, coverage, class_coverage,
-    class_histogram (10 counts), protocol (dict) and protocol_id (its :func:`protocol_id`); with
-    ``resamples`` > 0 also the 95% interval of every metric (``<metric>_lo``, ``<metric>_hi``: a
-    bootstrap of ``resamples`` draws over the images, :mod:`trainables.intervals`) and how it was
-    made (``intervals``). The intervals are no part of the protocol: they change no value.
-    ``precision``: how the samples were computed where that changes them (a run under bf16 amp:
-    ``{"amp": "bf16", "amp_min_sigma": 0.1}``, :func:`trainables.runtime.protocol_precision`); it
-    becomes part of the protocol, so bf16 and fp32 results are never ranked together. None (fp32)
-    adds nothing: fp32 results keep the ids they always had.
-    """
-    _check_images(images)
-    if len(images) <= max(PR_K, DC_K):
-        raise ValueError(f"images: need more than {max(PR_K, DC_K)} for the k-NN metrics, got N={len(images)}")
+    """:func:`evaluate` of images already embedded by :func:`embed` (features [N, 64], logits
+    [N, 10], both on the device to score on)."""
+    n = len(features)
+    if n <= max(PR_K, DC_K):
+        raise ValueError(f"images: need more than {max(PR_K, DC_K)} for the k-NN metrics, got N={n}")
     if n_subsets < 1:
         raise ValueError(f"n_subsets={n_subsets}: must be >= 1")
     if subset_size < 2:
         raise ValueError(f"subset_size={subset_size}: must be >= 2")
-    device = str(device)
+    device = str(features.device)
     ref = reference if reference is not None else mnist_test_reference(device)
-    feats, logits = _embed(images, device)
     ref_feats = ref.features.to(device)
-    f64 = feats.double().cpu()
+    f64 = features.double().cpu()
     fid = frechet_distance(f64.mean(0), torch.cov(f64.T), ref.mean, ref.cov)
-
-    terms = _cached_kid_terms(ref, ref_feats, len(feats), n_subsets, subset_size, seed)
-    kid, kid_std, kid_m = kernel_distance(feats, ref_feats, n_subsets, subset_size, seed, terms)
-    fake_idx, real_idx = manifold_subsets(len(feats), len(ref_feats), seed)
-    nn_m = len(fake_idx)
-    manifold = manifold_metrics(ref_feats[real_idx.to(device)], feats[fake_idx.to(device)])
+    terms = _cached_kid_terms(ref, ref_feats, n, n_subsets, subset_size, seed)
+    kid, kid_std, kid_m = kernel_distance(features, ref_feats, n_subsets, subset_size, seed, terms)
+    fake_idx, real_idx = manifold_subsets(n, len(ref_feats), seed)
+    manifold = manifold_metrics(ref_feats[real_idx.to(device)], features[fake_idx.to(device)])
     coverage_c, hist = class_coverage(logits.argmax(1))
-    bounds = {}
-    if resamples:
-        from trainables import intervals  # it builds on this module
-        from trainables.metrics import INTERVALS
-
-        side = intervals.reference_side(len(feats), seed, ref, device, n_subsets, subset_size)
-        bounds = intervals.sample_intervals(feats, logits, side, resamples)
-        bounds.pop("estimates")
-        bounds[INTERVALS] = intervals.interval_record(resamples, seed)
-
     protocol = {
         "version": PROTOCOL_VERSION,
         "feature_net_sha256": FEATURE_NET_SHA256,
         "feature_dim": NUM_FEATURES,
         "reference_sha256": ref.sha256,
         "reference_n": len(ref_feats),
-        "n": len(images),
+        "n": n,
         "seed": seed,
         "kid_subsets": n_subsets,
         "kid_subset_size": kid_m,
         "kid_kernel": f"poly{KID_DEGREE}",
         "pr_k": PR_K,
         "dc_k": DC_K,
-        "manifold_size": nn_m,
+        "manifold_size": len(fake_idx),
     }
     if precision:
         protocol["precision"] = dict(precision)
@@ -470,105 +439,33 @@ def evaluate(
         **manifold,
         "class_coverage": coverage_c,
         "class_histogram": hist,
-        **bounds,
         "protocol": protocol,
         "protocol_id": protocol_id(protocol),
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# Calibration cases and command line
+def evaluate(
+    images: torch.Tensor,
+    n_subsets: int = DEFAULT_N_SUBSETS,
+    subset_size: int = DEFAULT_SUBSET_SIZE,
+    seed: int = 0,
+    device: str = "cpu",
+    reference: Reference | None = None,
+    precision: dict | None = None,
+) -> dict:
+    """Score samples: float images [N, 1, 28, 28] in [0, 1], N >= 6.
 
-
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Blur [N, 1, 28, 28] with a Gaussian of ``sigma`` pixels (zero padding); stays in [0, 1]."""
-    radius = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=images.dtype)
-    g = torch.exp(-(t**2) / (2 * sigma**2))
-    g = g / g.sum()
-    out = F.conv2d(images, g.view(1, 1, 1, -1), padding=(0, radius))
-    return F.conv2d(out, g.view(1, 1, -1, 1), padding=(radius, 0))
-
-
-def known_answer_cases(n: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Calibration sets of ``n`` images each, drawn from the MNIST training set (disjoint from the
-    test-set reference): ``real`` digits, uniform ``noise``, ``blurred`` digits (sigma 1.5 px), one
-    ``repeated`` digit, and digits of ``one_class`` (all 1s)."""
-    from trainables.data import load_mnist
-
-    images, labels = load_mnist(train=True)
-    x = images.float() / 255.0
-    gen = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(x), generator=gen)[:n]
-    ones = torch.nonzero(labels == 1).squeeze(1)
-    return {
-        "real": x[pick],
-        "noise": torch.rand(n, 1, 28, 28, generator=gen),
-        "blurred": gaussian_blur(x[pick], 1.5).clamp(0, 1),
-        "repeated": x[pick[:1]].expand(n, -1, -1, -1).clone(),
-        "one_class": x[ones[torch.randperm(len(ones), generator=gen)[:n]]],
-    }
-
-
-_TABLE_KEYS = (
-    "fid",
-    "kid",
-    "kid_std",
-    "inception_score",
-    "precision",
-    "recall",
-    "density",
-    "coverage",
-    "class_coverage",
-)
-
-
-def _print_table(rows: dict[str, dict]) -> None:
-    print(f"{'case':<12}" + "".join(f"{k:>16}" for k in _TABLE_KEYS))
-    for name, r in rows.items():
-        print(f"{name:<12}" + "".join(f"{r[k]:>16.5g}" for k in _TABLE_KEYS))
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainables.quality", description=__doc__.split("\n")[0])
-    mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--benchmark", action="store_true", help="time evaluate() on --n real images")
-    mode.add_argument("--known-answers", action="store_true", help="print the calibration table")
-    p.add_argument("--n", type=int, default=1000, help="images per evaluation")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = p.parse_args(argv)
-    if args.n < 6:
-        p.error(f"--n={args.n}: must be >= 6")
-    if args.repeats < 1:
-        p.error(f"--repeats={args.repeats}: must be >= 1")
-
-    if args.known_answers:
-        rows = {name: evaluate(imgs) for name, imgs in known_answer_cases(args.n).items()}
-        _print_table(rows)
-        out = rows
-    else:
-        images = known_answer_cases(args.n)["real"]
-        start = time.perf_counter()
-        mnist_test_reference("cpu")
-        _net("cpu")
-        setup = time.perf_counter() - start
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            result = evaluate(images)
-            times.append(time.perf_counter() - start)
-        print(f"setup (feature net + reference statistics, cached on disk after first run): {setup:.2f} s")
-        print(
-            f"evaluate({args.n} images) on {torch.get_num_threads()} threads: "
-            + ", ".join(f"{t:.2f}" for t in times)
-            + f" s (best {min(times):.2f} s)"
-        )
-        out = {"n": args.n, "threads": torch.get_num_threads(), "setup_s": setup, "evaluate_s": times, "result": result}
-    if args.json is not None:
-        args.json.write_text(json.dumps(out, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    ``reference`` defaults to the MNIST test set (:func:`mnist_test_reference`). KID uses
+    ``n_subsets`` subsets of min(``subset_size``, N, reference size) points; the manifold metrics
+    use min(N, reference size) points per side, drawn with ``seed``. Returns plain Python values:
+    fid, kid, kid_std, inception_score, precision, recall, density, coverage, class_coverage,
+    class_histogram (10 counts), protocol (dict) and protocol_id (its :func:`protocol_id`).
+    :func:`trainables.intervals.evaluate` adds the 95% interval of every metric (what trials report).
+    ``precision``: how the samples were computed where that changes them (a run under bf16 amp:
+    ``{"amp": "bf16", "amp_min_sigma": 0.1}``, :func:`trainables.runtime.protocol_precision`); it
+    becomes part of the protocol, so bf16 and fp32 results are never ranked together. None (fp32)
+    adds nothing: fp32 results keep the ids they always had.
+    """
+    check_images(images)
+    features, logits = embed(images, str(device))
+    return evaluate_features(features, logits, reference, seed, n_subsets, subset_size, precision)

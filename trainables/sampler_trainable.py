@@ -5,7 +5,7 @@ loads a trained network once (its EMA weights where the run kept an average) and
 it draws samples by annealed Langevin dynamics with its own ``step_lr``, ``n_steps_each``,
 ``denoise`` and, where asked, a truncated noise ladder (``skip_levels`` largest levels skipped,
 every ``level_stride``-th level visited, always ending at sigma_L), and scores them with the same
-quality protocol as the training trainable (:func:`trainables.quality.evaluate`, seed = the
+quality protocol as the training trainable (:func:`trainables.intervals.evaluate`, seed = the
 search seed).
 
 ASHA's fidelity is the number of samples scored: the trial reports after each count of
@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from trainables import quality
+from trainables import intervals, quality
 from trainables import runtime as rt
 from trainables.langevin import anneal_langevin
 from trainables.layout import METRICS_FILE, RUNTIME_KEY, SAMPLER_TIME_ATTR, SAMPLES_FILE, SAMPLES_TENSOR, STATE_FILE
@@ -370,7 +370,7 @@ def sampler_trainable(config: dict[str, Any], budget: SamplerBudget) -> None:
             )
             return
         start = time.perf_counter()
-        metrics = quality.evaluate(samples, seed=budget.seed, precision=precision)
+        metrics = intervals.evaluate(samples, seed=budget.seed, precision=precision)
         counters["score_seconds"] += time.perf_counter() - start
         counters["looks"] = look + 1
         result = {name: _finite_or_worst(name, metrics[name]) for name in quality.METRICS}

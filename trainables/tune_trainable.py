@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from trainables import params, quality
+from trainables import intervals, params, quality
 from trainables import runtime as rt
 from trainables.data import load_mnist
 from trainables.langevin import anneal_langevin
@@ -102,7 +102,7 @@ def sample_and_score(trainer: Trainer, config: dict[str, Any], budget: Budget, e
         torch.cuda.synchronize(device)
     sample_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    metrics = quality.evaluate(
+    metrics = intervals.evaluate(
         samples.cpu(), seed=budget.seed, precision=rt.protocol_precision(trainer.runtime, trainer.bf16_levels)
     )
     score_seconds = time.perf_counter() - start

@@ -14,10 +14,10 @@ from fake_experiment import SMOKE_SPEC, smoke_like
 from analysis.confirm import answer_items, read_confirmation
 from analysis.load import load_experiment
 from analysis.rank import rank_trials
-from search_spaces import confirm
+from search_spaces import confirm, confirm_select
 from search_spaces.errors import SpecError
 from search_spaces.loading import parse_spec
-from trainables import quality
+from trainables import known_answers, quality
 from trainables.layout import CONFIRM_DIR, CONFIRM_SUMMARY, CONFIRM_TOP, WARM_2019, WARM_NCSNV2
 from trainables.metrics import TIED, WORSE
 
@@ -34,12 +34,14 @@ def one_thread():
 
 def test_defaults_are_sized_to_the_budget_and_the_spec_or_flags_override_them():
     preview = {"budget_mode": "preview", "spec": {"budget": {"eval_samples": 100}}}
-    assert confirm.settings_for(preview) == confirm.ConfirmSettings(top_k=3, seeds=3, samples=400)
+    assert confirm_select.settings_for(preview) == confirm_select.ConfirmSettings(top_k=3, seeds=3, samples=400)
     full = {"budget_mode": "full", "spec": {"budget": {"eval_samples": 1000}}}
-    assert confirm.settings_for(full).samples == 5000
+    assert confirm_select.settings_for(full).samples == 5000
     section = {**preview, "spec": {**preview["spec"], "confirm": {"top_k": 2, "seeds": 5, "samples": 900}}}
-    assert confirm.settings_for(section) == confirm.ConfirmSettings(top_k=2, seeds=5, samples=900)
-    assert confirm.settings_for(section, top_k=4, seeds=2, samples=64) == confirm.ConfirmSettings(4, 2, 64)
+    assert confirm_select.settings_for(section) == confirm_select.ConfirmSettings(top_k=2, seeds=5, samples=900)
+    assert confirm_select.settings_for(section, top_k=4, seeds=2, samples=64) == confirm_select.ConfirmSettings(
+        4, 2, 64
+    )
 
 
 @pytest.mark.parametrize(
@@ -48,7 +50,7 @@ def test_defaults_are_sized_to_the_budget_and_the_spec_or_flags_override_them():
 )
 def test_bad_requests_are_refused_naming_the_flag(request_, flag):
     with pytest.raises(ValueError, match=f"^{flag}: ") as err:
-        confirm.settings_for({}, **request_)
+        confirm_select.settings_for({}, **request_)
     assert "\n" not in str(err.value)
 
 
@@ -64,8 +66,8 @@ def test_the_spec_confirm_section_asks_for_the_stage():
     assert (spec.confirm.top_k, spec.confirm.seeds, spec.confirm.samples) == (2, 4, None)
     assert _spec({}).confirm.top_k == 3
     assert spec.to_dict()["confirm"] == {"top_k": 2, "seeds": 4}
-    assert confirm.requested(spec.confirm, None) and not confirm.requested(spec.confirm, False)
-    assert not confirm.requested(_spec(None).confirm, None) and confirm.requested(None, True)
+    assert confirm_select.requested(spec.confirm, None) and not confirm_select.requested(spec.confirm, False)
+    assert not confirm_select.requested(_spec(None).confirm, None) and confirm_select.requested(None, True)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +81,7 @@ def test_a_bad_confirm_section_names_its_key(section, key):
 
 def test_the_top_trials_and_the_warm_starts_are_chosen_with_their_cost(tmp_path):
     exp = smoke_like(tmp_path)
-    kind, metric, mode, trials, notices = confirm.select_trials(exp.exp_dir, top_k=2)
+    kind, metric, mode, trials, notices = confirm_select.select_trials(exp.exp_dir, top_k=2)
     assert (kind, metric, mode, notices) == ("joint", "kid", "min", [])
     # best kept checkpoints by kid: 00002 (0.10), 00005 (0.11); the warm starts 00000 and 00001 follow
     assert [t.trial_id for t in trials] == ["5d0b1_00002", "5d0b1_00005", "5d0b1_00000", "5d0b1_00001"]
@@ -87,10 +89,12 @@ def test_the_top_trials_and_the_warm_starts_are_chosen_with_their_cost(tmp_path)
     assert [t.search_rank for t in trials] == [1, 2, 3, 4]
     assert all(t.nfe_per_sample == 4 * 2 + 1 for t in trials)  # L = 4 levels x T = 2, denoised
     assert all(t.checkpoint.endswith("checkpoint_000003") for t in trials[:3])
-    plan = confirm.plan_confirmation(exp.exp_dir, confirm.ConfirmSettings(2, 3, 256), seconds_per_image_eval=1e-4)
+    plan = confirm.plan_confirmation(
+        exp.exp_dir, confirm_select.ConfirmSettings(2, 3, 256), seconds_per_image_eval=1e-4
+    )
     assert plan.cost["network_evals"] == 4 * 3 * 256 * 9 and plan.cost["tasks"] == 12
     assert plan.cost["sampling_seconds"] == pytest.approx(4 * 3 * 256 * 9 * 1e-4)
-    _, _, _, many, notices = confirm.select_trials(exp.exp_dir, top_k=10)
+    _, _, _, many, notices = confirm_select.select_trials(exp.exp_dir, top_k=10)
     assert len(many) == 6 and notices == ["--top-k 10: only 6 trial(s) have something to sample; confirming them all"]
 
 
@@ -153,7 +157,7 @@ def test_results_on_disk_are_reused_and_summarised_into_the_verdicts_analysis_re
     blurred (1.5 px). Nothing is missing, so no task (and no cluster) runs; the summary calls the
     real ones tied and the blurred ones worse, and the report's Answer says so."""
     exp = smoke_like(tmp_path)
-    settings = confirm.ConfirmSettings(top_k=2, seeds=2, samples=200, resamples=200)
+    settings = confirm_select.ConfirmSettings(top_k=2, seeds=2, samples=200, resamples=200)
     plan = confirm.plan_confirmation(exp.exp_dir, settings)
     ref = quality.mnist_test_reference("cpu")
     from trainables.data import load_mnist
@@ -161,7 +165,7 @@ def test_results_on_disk_are_reused_and_summarised_into_the_verdicts_analysis_re
     images, _ = load_mnist(train=False)
     with torch.no_grad():
         logits = quality._net("cpu").logits_from_features(ref.features[:800])
-    blurred = quality._embed(quality.gaussian_blur(images[:400].float() / 255.0, 1.5).clamp(0, 1), "cpu")
+    blurred = quality.embed(known_answers.gaussian_blur(images[:400].float() / 255.0, 1.5).clamp(0, 1), "cpu")
     for k, trial in enumerate(plan.trials):
         for seed in range(settings.seeds):
             if CONFIRM_TOP in trial.roles:

@@ -120,10 +120,10 @@ def test_amp_is_part_of_the_evaluation_protocol(images):
     from trainables import quality
 
     samples = images.float()[:8] / 255
-    plain = quality.evaluate(samples, resamples=0)
+    plain = quality.evaluate(samples)
     cfg = TrainConfig(amp="bf16", device="cpu")
     runtime = rt.resolve(cfg, torch.device("cpu"))
-    tagged = quality.evaluate(samples, resamples=0, precision=rt.protocol_precision(runtime, bf16_levels=5))
+    tagged = quality.evaluate(samples, precision=rt.protocol_precision(runtime, bf16_levels=5))
     assert tagged["protocol"]["precision"] == {"amp": "bf16", "amp_min_sigma": DEFAULT}
     assert tagged["protocol_id"] != plain["protocol_id"]
     assert tagged["kid"] == plain["kid"] and tagged["fid"] == plain["fid"]  # the scores are the same

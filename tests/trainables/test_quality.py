@@ -10,7 +10,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from trainables import quality
+from trainables import known_answers, quality
 from trainables.data import load_mnist
 from trainables.feature_net import FEATURE_NET_SHA256, NUM_FEATURES, load_feature_net
 from trainables.quality import (
@@ -245,7 +245,7 @@ def test_images():
 
 @pytest.fixture(scope="module")
 def cases():
-    return {name: evaluate(x) for name, x in quality.known_answer_cases(1000).items()}
+    return {name: evaluate(x) for name, x in known_answers.known_answer_cases(1000).items()}
 
 
 def test_fid_of_identical_sets_is_zero(test_images):
