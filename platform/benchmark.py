@@ -81,9 +81,9 @@ def settings_from(args: argparse.Namespace) -> BenchmarkSettings:
 
 def check(args: argparse.Namespace) -> int:
     """The GPU check (no Ray, no Optuna): exit 0 when every check passed, 1 otherwise."""
-    from trainables import gpu_check
+    from trainables import gpu_check, gpu_probes
 
-    sizes = gpu_check.SMOKE if args.smoke_test else gpu_check.CheckSizes()
+    sizes = gpu_probes.SMOKE if args.smoke_test else gpu_probes.CheckSizes()
     skip = tuple(name for name in args.skip.split(",") if name)
     report = gpu_check.run_check(args.device if args.device != "auto" else "cuda", sizes, skip)
     print(gpu_check.format_report(report))
