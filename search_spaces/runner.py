@@ -10,10 +10,11 @@ inside a trial lives in :mod:`trainables`. The closing summary and the report ar
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from pathlib import Path
 
-from search_spaces import joint, sampler
+from search_spaces import joint, recovery, sampler
 from search_spaces.errors import SpecError
 from search_spaces.experiment import (
     Say,
@@ -25,12 +26,13 @@ from search_spaces.experiment import (
     resources_for,
     write_record,
 )
+from search_spaces.loading import parse_spec
 from search_spaces.options import SearchOptions, check_options
 from search_spaces.plan import SearchPlan
 from search_spaces.schema import SearchSpec
 from search_spaces.space import make_sampler
 from search_spaces.validate import override
-from trainables.layout import SAMPLER, SEARCH_FILE, STUDY_FILE, experiment_kind, trial_dirname
+from trainables.layout import DRIVER_FILE, SAMPLER, SEARCH_FILE, STUDY_FILE, experiment_kind, trial_dirname
 
 KINDS = {joint.KIND: joint, sampler.KIND: sampler}
 
@@ -57,15 +59,26 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
             raise ValueError(f"--name {options.name!r}: {err.problem}; give e.g. --name sigmas-2") from None
     kind = kind_of(spec, options)
     exp_dir = experiment_dir(options, kind.default_name(spec))
-    check_folder(exp_dir, options, kind.KIND)
+    recovery.check_not_running(exp_dir)
+    if options.resume and recovery.never_started(exp_dir):
+        spec, options = _started_with(exp_dir, options)  # killed before Ray's first snapshot
+        recovery.stop_orphaned_cluster(exp_dir, say)
+        recovery.restart_folder(exp_dir, say)
+        kind = kind_of(spec, options)
+    else:
+        check_folder(exp_dir, options, kind.KIND)
     if options.resume:
         spec, record = _recorded(exp_dir)
+        recovery.stop_orphaned_cluster(exp_dir, say)
     else:
         prepared = kind.prepare(spec, options)
+    recovery.write_driver(exp_dir, spec, options)
     with ray_cluster(options, say) as resources:
+        recovery.record_cluster(exp_dir, local=not options.address)
         gpus = float(resources.get("GPU", 0))
         if options.resume:
             say(f"resuming the {kind.KIND} search {exp_dir} ({record.get('budget_mode')} budget)")
+            recovery.reconcile(exp_dir, record, say)
             tuner = _restore_tuner(kind, spec, exp_dir, gpus)
         else:
             spec = kind.size(spec, options, gpus, say)
@@ -77,8 +90,28 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
             write_record(exp_dir, spec, record)
             tuner = build_tuner(spec, plan, exp_dir, gpus, study_name, options.max_failures)
         say(f"results: {exp_dir}")
-        results = tuner.fit()
+        with recovery.frequent_snapshots():
+            results = tuner.fit()
     return spec, exp_dir, results
+
+
+def _started_with(exp_dir: Path, options: SearchOptions) -> tuple[SearchSpec, SearchOptions]:
+    """The spec and options of the driver that started ``exp_dir`` (its driver.json), for a
+    search killed before it got going: it starts again as it was first started."""
+    spec_dict, source, recorded = recovery.started_with(exp_dir)
+    try:
+        spec = parse_spec(spec_dict, file=str(exp_dir / DRIVER_FILE), source=source)
+        fields = {f.name for f in dataclasses.fields(SearchOptions)}
+        again = SearchOptions(**{k: v for k, v in recorded.items() if k in fields})
+    except (SpecError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"--resume: {exp_dir / DRIVER_FILE} does not hold a search this version can start again "
+            f"({err.__class__.__name__}: {err}); start a new search with --name"
+        ) from None
+    # where it runs now is the resume's business; what it runs is the first start's
+    return spec, dataclasses.replace(
+        again, resume=False, address=options.address, dashboard=options.dashboard, dashboard_port=options.dashboard_port
+    )
 
 
 def _recorded(exp_dir: Path) -> tuple[SearchSpec, dict]:

@@ -45,9 +45,8 @@ def make_space_fn(spec: SearchSpec, constants: Mapping | None = None, with_defau
 
 
 def make_sampler(spec: SearchSpec):
-    """The Optuna sampler named by spec.searcher, seeded (TPESampler or RandomSampler)."""
-    import optuna
+    """The Optuna sampler named by spec.searcher (TPE or random), seeded per trial number
+    (:class:`search_spaces.sampling.NumberSeeded`: a restored searcher never replays a draw)."""
+    from search_spaces.sampling import NumberSeeded
 
-    if spec.searcher.algorithm == "random":
-        return optuna.samplers.RandomSampler(seed=spec.searcher.seed)
-    return optuna.samplers.TPESampler(seed=spec.searcher.seed)
+    return NumberSeeded(spec.searcher.algorithm, spec.searcher.seed)

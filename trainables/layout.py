@@ -44,6 +44,8 @@ REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 LEADERBOARD_CSV = "leaderboard.csv"
 COMPILE_CACHE_DIR = "compile_cache"  # TORCHINDUCTOR_CACHE_DIR of every trial of the search
+DRIVER_FILE = "driver.json"  # the driver, its options and its cluster's PIDs (search_spaces/recovery.py)
+ORPHANED_DIR = "orphaned"  # trial folders Ray's snapshot lost when a driver was killed (never counted)
 
 # --- the confirmation stage: <experiment>/confirm/ -------------------------------------------
 CONFIRM_DIR = "confirm"
@@ -132,6 +134,17 @@ STATUSES = (FINISHED, STOPPED, DIVERGED, ERRORED, UNFINISHED)
 # Ray's own trial statuses as recorded in experiment_state-*.json
 RAY_TERMINATED = "TERMINATED"
 RAY_ERROR = "ERROR"
+
+
+def surviving_checkpoint(folder: str | Path, marker: str) -> Path | None:
+    """``folder`` if it holds its ``marker`` file (the training state, the sampler's samples),
+    else the newest sibling checkpoint that does (Ray's snapshot may name a checkpoint that
+    ``num_to_keep`` deleted since), else None: the trial starts over."""
+    folder = Path(folder)
+    if (folder / marker).is_file():
+        return folder
+    found = [p for p in folder.parent.glob(CHECKPOINT_GLOB) if (p / marker).is_file()]
+    return max(found, key=lambda p: p.name) if found else None
 
 
 def trial_dirname(trial_id: str) -> str:

@@ -43,6 +43,7 @@ from trainables.metrics import interval_keys
 from trainables.params import JOINT_SAMPLER_PARAMS, RUNTIME, SAMPLER_PARAMS, SETTINGS, SPEC_RUNTIME, check_keys, names
 from trainables.sigmas import snr_of_step
 from trainables.train import TrainConfig, Trainer
+from trainables.tune_trainable import restored_folder
 
 # What a sampler trial's config may hold: the frozen checkpoint's folder, sampler settings and the
 # search's runtime settings (how this trial samples, whatever the training run used).
@@ -240,15 +241,13 @@ def _finite_or_worst(name: str, value: float) -> float:
 
 def _restore() -> tuple[torch.Tensor | None, dict]:
     """Samples drawn and counters saved by the latest Tune checkpoint (None, fresh counters if none)."""
-    from ray import tune
 
     counters = {"looks": 0, "sample_seconds": 0.0, "score_seconds": 0.0, "sample_evals_total": 0, "warmup_seconds": 0.0}
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        return None, counters
-    with checkpoint.as_directory() as folder:
-        samples = torch.load(Path(folder) / SAMPLES_TENSOR, map_location="cpu", weights_only=True)
-        counters.update(json.loads((Path(folder) / METRICS_FILE).read_text())["counters"])
+    with restored_folder(SAMPLES_TENSOR) as folder:
+        if folder is None:
+            return None, counters
+        samples = torch.load(folder / SAMPLES_TENSOR, map_location="cpu", weights_only=True)
+        counters.update(json.loads((folder / METRICS_FILE).read_text())["counters"])
     return samples, counters
 
 

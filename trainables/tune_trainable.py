@@ -12,10 +12,12 @@ values); the search budget (iterations, eval_every, eval_samples, seed) arrives 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from trainables.layout import (
     STATE_FILE,
     TRAIN_TIME_ATTR,
     TRAJECTORY_FILE,
+    surviving_checkpoint,
 )
 from trainables.metrics import hi_key, interval_keys, lo_key
 from trainables.sigmas import snr_of_step
@@ -217,9 +220,26 @@ def runtime_record(trainer: Trainer) -> dict:
     return record
 
 
+@contextlib.contextmanager
+def restored_folder(marker: str) -> Iterator[Path | None]:
+    """The folder of the checkpoint Tune restores this trial from (None: a fresh start). On local
+    or shared storage, a checkpoint deleted since Ray's snapshot named it gives way to the
+    trial's newest surviving one (:func:`trainables.layout.surviving_checkpoint`), or to none."""
+    import pyarrow.fs
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        yield None
+    elif isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        yield surviving_checkpoint(checkpoint.path, marker)
+    else:
+        with checkpoint.as_directory() as folder:
+            yield Path(folder)
+
+
 def _restore(trainer: Trainer) -> dict:
     """Load the latest Tune checkpoint into ``trainer``; return the saved counters (or fresh ones)."""
-    from ray import tune
 
     counters = {
         "evaluations": 0,
@@ -230,13 +250,12 @@ def _restore(trainer: Trainer) -> dict:
         "train_evals_total": 0,
         "warmup_seconds": 0.0,
     }
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        return counters
-    with checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / STATE_FILE, map_location=trainer.device, weights_only=True)
+    with restored_folder(STATE_FILE) as folder:
+        if folder is None:
+            return counters
+        state = torch.load(folder / STATE_FILE, map_location=trainer.device, weights_only=True)
         trainer.load_state_dict(state)
-        record = json.loads((Path(folder) / METRICS_FILE).read_text())
+        record = json.loads((folder / METRICS_FILE).read_text())
     counters.update(record["counters"])
     return counters
 

@@ -249,9 +249,9 @@ def test_space_is_seeded_and_picklable():
         study = optuna.create_study(sampler=make_sampler(spec))
         runs.append([space(study.ask()) for _ in range(5)])
     assert runs[0] == runs[1] and runs[0][0]["eval_every"] == 50
-    assert isinstance(make_sampler(spec), optuna.samplers.TPESampler)
+    assert make_sampler(spec).algorithm == "tpe"
     random_spec = parse_spec_text(SMOKE.replace("algorithm: tpe", "algorithm: random"))
-    assert isinstance(make_sampler(random_spec), optuna.samplers.RandomSampler)
+    assert make_sampler(random_spec).algorithm == "random"
     with pytest.raises(ValueError):
         make_space_fn(spec, constants={"step_lr": 1.0})
 

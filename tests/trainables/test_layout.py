@@ -34,3 +34,17 @@ def test_no_readable_search_json_means_no_experiment(tmp_path):
 
 def test_trial_folders_are_named_by_id():
     assert trial_dirname("ab12_00003") == "trial_ab12_00003"
+
+
+def test_a_deleted_checkpoint_gives_way_to_the_newest_surviving_one(tmp_path):
+    from trainables.layout import STATE_FILE, surviving_checkpoint
+
+    trial = tmp_path / "trial_x"
+    for name, marked in (("checkpoint_000001", True), ("checkpoint_000003", True), ("checkpoint_000004", False)):
+        (trial / name).mkdir(parents=True)
+        if marked:
+            (trial / name / STATE_FILE).write_bytes(b"x")
+    assert surviving_checkpoint(trial / "checkpoint_000001", STATE_FILE) == trial / "checkpoint_000001"
+    # named by a snapshot, deleted since: the newest one that holds a state (4 is half-written)
+    assert surviving_checkpoint(trial / "checkpoint_000002", STATE_FILE) == trial / "checkpoint_000003"
+    assert surviving_checkpoint(tmp_path / "other" / "checkpoint_000001", STATE_FILE) is None

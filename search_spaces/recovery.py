@@ -1,0 +1,309 @@
+"""A killed driver loses nothing: what a search keeps itself, and what ``--resume`` reconciles.
+
+Ray keeps a snapshot of the experiment in its folder (``experiment_state-*.json`` and the
+searcher's pickled state) and writes it at most every ``TUNE_GLOBAL_CHECKPOINT_S`` seconds (Ray's
+own default is at least 10 s; a search here snapshots every :data:`SNAPSHOT_PERIOD_S`). Optuna
+writes every proposal and every result to its SQLite study at once. After a SIGKILL of the
+driver the two disagree about what happened since the last snapshot. Of the local cluster the
+driver started, the GCS, raylet and trial workers end with it (Ray ties their fate to the
+driver's), but the agents the raylet started (dashboard, runtime env) live on until they notice.
+What Ray's snapshot cannot tell, the runner keeps in ``<experiment>/driver.json``
+(:data:`trainables.layout.DRIVER_FILE`):
+
+- the driver's PID and start time, and the options and spec it was started with: a folder whose
+  driver stopped before Ray's first snapshot (during calibration, say) is started again from
+  them, and a folder whose driver is still alive is never resumed under it;
+- the PIDs of the local cluster's processes and of their children at start (the agents):
+  ``--resume`` first stops what is left of them and of their children, by PID (checked against
+  the recorded start time), so nothing of the killed run still works on the folder.
+
+Before ``Tuner.restore`` (:func:`reconcile`):
+
+- trial folders that Ray's snapshot does not know (trials started after it) move to
+  ``orphaned/`` (kept, never counted: Tune runs a replacement for each);
+- Optuna trials left RUNNING that no trial of the snapshot will finish are marked FAIL, with the
+  reason in their ``orphaned`` user attribute: no trial stays RUNNING. A warm-start point among
+  them is enqueued again, so it still runs;
+- a snapshot without trials (the driver died before Ray's first trial) restores nothing: the
+  search starts again from driver.json (:func:`restart_folder`).
+
+Proposals are seeded per Optuna trial number (:class:`search_spaces.space.NumberSeeded`), so a
+sampler restored from a lagging snapshot never repeats an earlier trial's proposal. A trial
+whose snapshot names a checkpoint deleted since resumes from its newest surviving checkpoint, or
+from the start (:func:`trainables.layout.surviving_checkpoint`). A trial that finished after the
+snapshot resumes from its last checkpoint and ends at once; Optuna keeps its first value (a
+second ``tell`` of a finished trial is refused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from trainables.layout import (
+    DRIVER_FILE,
+    EXPERIMENT_STATE_GLOB,
+    ORPHANED_DIR,
+    SEARCH_FILE,
+    STUDY_FILE,
+    TRIAL_PREFIX,
+    trial_dirname,
+)
+
+Say = Callable[[str], None]
+SNAPSHOT_PERIOD_S = "1"  # TUNE_GLOBAL_CHECKPOINT_S of a search: Ray's snapshot at most this stale
+STOP_WAIT_S = 20.0  # how long --resume waits for an orphaned cluster's processes to go
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+def _start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), None if it is gone. With the
+    PID it names one process: a PID reused by another process has another start time."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == "Z":  # a zombie has ended
+        return None
+    return int(fields[19])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _process(pid: int) -> dict:
+    return {"pid": pid, "start_time": _start_time(pid)}
+
+
+def _alive(entry: dict) -> bool:
+    return entry.get("start_time") is not None and _start_time(int(entry["pid"])) == entry["start_time"]
+
+
+# ---------------------------------------------------------------------------------------------
+# driver.json
+
+
+def read_driver(exp_dir: Path) -> dict | None:
+    try:
+        return json.loads((exp_dir / DRIVER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_driver(exp_dir: Path, record: dict) -> None:
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = exp_dir / f"{DRIVER_FILE}.tmp"
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    os.replace(tmp, exp_dir / DRIVER_FILE)
+
+
+def write_driver(exp_dir: Path, spec: Any, options: Any) -> None:
+    """Record this driver (before any cluster starts): its PID, the options and spec it runs."""
+    _write_driver(
+        exp_dir,
+        {
+            "driver": {**_process(os.getpid()), "host": socket.gethostname(), "argv": sys.argv},
+            "options": dataclasses.asdict(options),
+            "spec": spec.to_dict(),
+            "source": str(spec.source) if spec.source else None,
+            "cluster": [],
+        },
+    )
+
+
+def record_cluster(exp_dir: Path, local: bool) -> None:
+    """Add the PIDs of the local cluster this driver started (none when it joined one)."""
+    record = read_driver(exp_dir)
+    if record is None or not local:
+        return
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)  # the node ray.init started here
+    pids = []
+    for infos in (getattr(node, "all_processes", None) or {}).values():
+        pids += [info.process.pid for info in infos if getattr(info, "process", None) is not None]
+    pids = sorted(set(pids))
+    for pid in list(pids):  # the agents the raylet started
+        pids += [child for child in _children(pid) if child not in pids]
+    record["cluster"] = [_process(pid) for pid in pids]
+    _write_driver(exp_dir, record)
+
+
+def check_not_running(exp_dir: Path) -> None:
+    """Refuse a folder whose recorded driver is still alive (``ValueError``, one line)."""
+    record = read_driver(exp_dir)
+    if record and record.get("driver", {}).get("host") == socket.gethostname() and _alive(record["driver"]):
+        pid = record["driver"]["pid"]
+        raise ValueError(
+            f"{exp_dir}: a search is still running in this folder (pid {pid}); wait for it, "
+            f"or stop it (kill {pid}) and pass --resume"
+        )
+
+
+def never_started(exp_dir: Path) -> bool:
+    """A folder a driver was started on, but with no snapshot of Ray's holding a trial yet:
+    nothing to restore (Ray cannot restore a snapshot without trials)."""
+    return read_driver(exp_dir) is not None and not snapshot_trials(exp_dir)
+
+
+def started_with(exp_dir: Path) -> tuple[dict, str | None, dict]:
+    """The spec (as a dict), its source file and the options of the driver that started ``exp_dir``."""
+    record = read_driver(exp_dir) or {}
+    return record.get("spec") or {}, record.get("source"), record.get("options") or {}
+
+
+def stop_orphaned_cluster(exp_dir: Path, say: Say) -> int:
+    """Stop what is left of the local cluster a killed driver of ``exp_dir`` started, by PID
+    (with every child, the trial workers among them); return how many processes were stopped."""
+    record = read_driver(exp_dir)
+    if not record or record.get("driver", {}).get("host") != socket.gethostname():
+        return 0
+    alive = [int(e["pid"]) for e in record.get("cluster", []) if _alive(e)]
+    if not alive:
+        return 0
+    doomed = []
+    for pid in alive:  # children first listed: a worker is reparented once its raylet is gone
+        doomed += [child for child in _children(pid) if child not in doomed]
+        doomed.append(pid)
+    entries = [_process(pid) for pid in doomed]
+    for entry in entries:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(entry["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while time.monotonic() < deadline and any(_alive(e) for e in entries):
+        time.sleep(0.1)
+    say(f"stopped {len(entries)} process(es) left over from the killed driver's Ray cluster")
+    return len(entries)
+
+
+@contextlib.contextmanager
+def frequent_snapshots() -> Iterator[None]:
+    """Ray's experiment snapshot at most :data:`SNAPSHOT_PERIOD_S` old while the block runs (a
+    user's own TUNE_GLOBAL_CHECKPOINT_S wins)."""
+    before = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", SNAPSHOT_PERIOD_S)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reconciliation before Tuner.restore
+
+
+def snapshot_trials(exp_dir: Path) -> dict[str, dict]:
+    """Trial id -> {"status", "config"} in Ray's newest experiment snapshot of ``exp_dir``."""
+    states = sorted(exp_dir.glob(EXPERIMENT_STATE_GLOB), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return {}
+    trials = {}
+    for trial_json, _ in json.loads(states[-1].read_text()).get("trial_data", []):
+        state = json.loads(trial_json)
+        trials[str(state["trial_id"])] = {"status": state.get("status"), "config": state.get("config") or {}}
+    return trials
+
+
+def _move_aside(exp_dir: Path, folder: Path) -> Path:
+    target = exp_dir / ORPHANED_DIR / folder.name
+    n = 1
+    while target.exists():
+        target = exp_dir / ORPHANED_DIR / f"{folder.name}.{n}"
+        n += 1
+    target.parent.mkdir(exist_ok=True)
+    shutil.move(str(folder), str(target))
+    return target
+
+
+def _same_point(params: dict, config: dict) -> bool:
+    return all(name in config and config[name] == value for name, value in params.items())
+
+
+def fail_orphaned_trials(
+    study_path: Path, study_name: str | None, keep: list[dict], reason: str, requeue: bool = False
+) -> list[int]:
+    """Mark FAIL every RUNNING trial of the study whose point is none of ``keep``'s configs (the
+    trials Tune will run on); with ``requeue``, enqueue the fixed point of a failed warm start
+    again. Return the failed trials' numbers."""
+    if not study_path.exists():
+        return []
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{study_path}")
+    names = [s.study_name for s in storage.get_all_studies()]
+    failed = []
+    for name in names if study_name is None else [n for n in names if n == study_name]:
+        study_id = storage.get_study_id_from_name(name)
+        claimed: set[int] = set()
+        for trial in storage.get_all_trials(study_id, deepcopy=False):
+            if trial.state != TrialState.RUNNING:
+                continue
+            match = next(
+                (i for i, c in enumerate(keep) if i not in claimed and trial.params and _same_point(trial.params, c)),
+                None,
+            )
+            if match is not None:
+                claimed.add(match)  # one Optuna trial per Tune trial
+                continue
+            storage.set_trial_user_attr(trial._trial_id, "orphaned", reason)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            failed.append(trial.number)
+            fixed = trial.system_attrs.get("fixed_params")
+            if requeue and fixed:  # a warm start: it must still run
+                optuna.load_study(study_name=name, storage=storage).enqueue_trial(fixed)
+    storage.remove_session()
+    storage.engine.dispose()
+    return failed
+
+
+def reconcile(exp_dir: Path, record: dict, say: Say) -> dict:
+    """Make the folder and the Optuna study agree with Ray's snapshot (see the module docstring);
+    return what was done: {"moved": [folder names], "failed": [Optuna trial numbers]}."""
+    known = snapshot_trials(exp_dir)
+    on_disk = sorted(p for p in exp_dir.glob(f"{TRIAL_PREFIX}*") if p.is_dir())
+    names = {trial_dirname(trial_id) for trial_id in known}
+    moved = [_move_aside(exp_dir, p).name for p in on_disk if p.name not in names]
+    unfinished = [t["config"] for t in known.values() if t["status"] not in ("TERMINATED", "ERROR")]
+    reason = "the driver was killed after Optuna proposed this trial and before Ray's snapshot held it"
+    failed = fail_orphaned_trials(exp_dir / STUDY_FILE, record.get("study_name"), unfinished, reason, requeue=True)
+    if moved or failed:
+        say(
+            f"reconciled with Ray's last snapshot: {len(moved)} trial folder(s) it does not know moved to "
+            f"{ORPHANED_DIR}/, {len(failed)} Optuna trial(s) left RUNNING marked FAIL"
+        )
+    return {"moved": moved, "failed": failed}
+
+
+def restart_folder(exp_dir: Path, say: Say) -> None:
+    """Clear a folder whose driver stopped before Ray's first snapshot, for a fresh start: trial
+    folders to ``orphaned/``, its studies' unfinished trials FAIL, search.json aside."""
+    for folder in sorted(p for p in exp_dir.glob(f"{TRIAL_PREFIX}*") if p.is_dir()):
+        _move_aside(exp_dir, folder)
+    fail_orphaned_trials(exp_dir / STUDY_FILE, None, [], "the driver was killed before Ray's first snapshot")
+    if (exp_dir / SEARCH_FILE).exists():
+        _move_aside(exp_dir, exp_dir / SEARCH_FILE)
+    say(f"{exp_dir}: the driver stopped before its trials were under way; starting the search again")

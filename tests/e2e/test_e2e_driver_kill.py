@@ -1,0 +1,169 @@
+"""A killed driver loses nothing (search_spaces/recovery.py): the search's driver is killed with
+SIGKILL at four moments (during calibration, right after the first trials start, mid-trial,
+during the closing report), its local Ray cluster left running as a real crash leaves it; then
+the printed resume command finishes the search with exactly the requested trials, none run
+again, none left RUNNING in the Optuna study, no point proposed twice, and the report written."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import REPO, run_search_cli
+
+from search_spaces import recovery
+from trainables.layout import DRIVER_FILE, ORPHANED_DIR, REPORT_DIR, REPORT_MD, SEARCH_FILE
+
+TRIALS, ITERATIONS = 3, 40
+
+
+def _trials(exp_dir: Path) -> list[Path]:
+    return sorted(p for p in exp_dir.glob("trial_*") if p.is_dir())
+
+
+def _rows(trial: Path) -> list[dict]:
+    path = trial / "result.json"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line being written as the driver died
+            pass
+    return rows
+
+
+def _finished(rows: list[dict]) -> bool:
+    return bool(rows) and (rows[-1].get("done") is True or rows[-1]["iterations"] >= ITERATIONS)
+
+
+def _cluster_started(exp_dir: Path) -> bool:
+    record = recovery.read_driver(exp_dir)
+    return bool(record and record.get("cluster"))
+
+
+def _search(storage: Path, name: str, *extra: str) -> list[str]:
+    return [
+        "--space",
+        "smoke.yaml",
+        "--storage-path",
+        str(storage),
+        "--name",
+        name,
+        "--no-dashboard",
+        *extra,
+    ]
+
+
+def _kill_when(args: list[str], ready, what: str, timeout: float = 300, **env: str) -> str:
+    """Start the search, SIGKILL its driver (only the driver) once ``ready()``; its output."""
+    proc = subprocess.Popen(
+        [sys.executable, "platform/run_search.py", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1", **env),
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.02)
+    alive = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=60)
+    assert alive, f"the search ended before {what}:\n{out[-3000:]}"
+    return out
+
+
+@pytest.fixture
+def leftovers():
+    """Stop whatever the killed drivers' clusters left, by PID, whatever the test's outcome."""
+    folders: list[Path] = []
+    yield folders
+    for exp_dir in folders:
+        recovery.stop_orphaned_cluster(exp_dir, lambda _: None)
+
+
+def _resume_and_check(args: list[str], exp_dir: Path, before: dict[str, list[dict]]) -> dict:
+    done, _ = run_search_cli(*args, "--resume", timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:]
+    trials = _trials(exp_dir)
+    assert len(trials) == TRIALS, [t.name for t in trials]
+    for trial in trials:
+        assert _finished(_rows(trial)), f"{trial.name} did not end: {_rows(trial)[-1:]}"
+    for name, rows in before.items():  # a trial that had ended was not run again
+        if _finished(rows) and (exp_dir / name).exists():
+            assert _rows(exp_dir / name) == rows, f"{name} ran again after the resume"
+    study_name = json.loads((exp_dir / SEARCH_FILE).read_text())["study_name"]
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{exp_dir / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.RUNNING not in states and optuna.trial.TrialState.WAITING not in states
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == TRIALS, [(t.number, t.state) for t in study.trials]
+    points = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(set(points)) == TRIALS, points  # no point proposed twice
+    assert all(t.value is not None for t in complete)
+    assert (exp_dir / REPORT_DIR / REPORT_MD).exists(), done.stdout[-2000:]
+    return {"out": done.stdout, "study": study}
+
+
+def test_driver_killed_during_calibration_starts_again_on_resume(tmp_path, leftovers):
+    storage, exp_dir = tmp_path / "runs", tmp_path / "runs" / "calib"
+    leftovers.append(exp_dir)
+    args = _search(storage, "calib", "--num-trials", str(TRIALS))
+    _kill_when(args, lambda: _cluster_started(exp_dir) and not (exp_dir / SEARCH_FILE).exists(), "calibration")
+    assert (exp_dir / DRIVER_FILE).exists() and not _trials(exp_dir)
+    # the printed resume command carries no budget flags: the first start's --num-trials holds
+    result = _resume_and_check(_search(storage, "calib"), exp_dir, {})
+    assert "starting the search again" in result["out"]
+    assert "stopped" in result["out"]  # the orphaned cluster's processes, by PID
+
+
+def test_driver_killed_right_after_the_first_trials_start(tmp_path, leftovers):
+    storage, exp_dir = tmp_path / "runs", tmp_path / "runs" / "start"
+    leftovers.append(exp_dir)
+    args = _search(storage, "start", "--num-trials", str(TRIALS), "--no-calibration")
+    _kill_when(args, lambda: any((t / "params.json").exists() for t in _trials(exp_dir)), "the first trial started")
+    before = {t.name: _rows(t) for t in _trials(exp_dir)}
+    _resume_and_check(_search(storage, "start"), exp_dir, before)
+
+
+def test_driver_killed_mid_trial_resumes_it_from_its_checkpoint(tmp_path, leftovers):
+    storage, exp_dir = tmp_path / "runs", tmp_path / "runs" / "mid"
+    leftovers.append(exp_dir)
+    args = _search(storage, "mid", "--num-trials", str(TRIALS), "--no-calibration")
+
+    def two_evaluations_in() -> bool:
+        return any(len(_rows(t)) >= 2 and not _finished(_rows(t)) for t in _trials(exp_dir))
+
+    _kill_when(args, two_evaluations_in, "a trial was two evaluations in")
+    time.sleep(0.1)
+    before = {t.name: _rows(t) for t in _trials(exp_dir)}
+    resumed = [name for name, rows in before.items() if len(rows) >= 2 and not _finished(rows)]
+    assert resumed
+    _resume_and_check(_search(storage, "mid"), exp_dir, before)
+    for name in resumed:
+        if not (exp_dir / name).exists():  # moved aside as unknown to Ray's snapshot: replaced
+            assert (exp_dir / ORPHANED_DIR / name).exists()
+            continue
+        steps = [r["iterations"] for r in _rows(exp_dir / name)]
+        # resumed from a checkpoint, not from iteration 0: its first evaluation was not repeated
+        assert steps.count(steps[0]) == 1, (name, steps)
+        assert max(steps) == ITERATIONS or _finished(_rows(exp_dir / name))
+
+
+def test_driver_killed_during_the_closing_report_writes_it_on_resume(tmp_path, leftovers):
+    storage, exp_dir = tmp_path / "runs", tmp_path / "runs" / "report"
+    leftovers.append(exp_dir)
+    args = _search(storage, "report", "--num-trials", str(TRIALS), "--no-calibration")
+    _kill_when(args, lambda: (exp_dir / REPORT_DIR).exists(), "the report started")
+    assert not (exp_dir / REPORT_DIR / REPORT_MD).exists(), "killed too late: the report was already written"
+    before = {t.name: _rows(t) for t in _trials(exp_dir)}
+    assert len(before) == TRIALS and all(_finished(rows) for rows in before.values())
+    _resume_and_check(_search(storage, "report"), exp_dir, before)

@@ -1,0 +1,143 @@
+"""What --resume reconciles after a killed driver (search_spaces/recovery.py), on a folder holding
+a snapshot written with Ray's own Trial state, a real Optuna SQLite study and real processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray.tune.experiment.trial import Trial
+
+from search_spaces import recovery
+from trainables.layout import DRIVER_FILE, ORPHANED_DIR, SEARCH_FILE, STUDY_FILE, trial_dirname
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+A, B, C, W = ({"sigma_begin": v, "step_lr": 1e-5} for v in (1.0, 2.0, 3.0, 4.0))
+
+
+def _snapshot(exp_dir, trials: dict[str, tuple[str, dict]]) -> None:
+    data = []
+    for trial_id, (status, config) in trials.items():
+        trial = Trial("ncsn_trainable", config=config, trial_id=trial_id, stub=True)
+        trial.status = status
+        data.append(list(trial.get_json_state()))
+    (exp_dir / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": data}))
+
+
+DIST = {name: optuna.distributions.FloatDistribution(1e-6, 20.0, log=True) for name in A}
+
+
+def _running(study: optuna.Study, point: dict) -> None:
+    """A RUNNING trial holding ``point``, as a proposal of the sampler leaves it."""
+    trial = study.ask()
+    for name, value in point.items():
+        study._storage.set_trial_param(trial._trial_id, name, DIST[name].to_internal_repr(value), DIST[name])
+
+
+def _study(exp_dir) -> optuna.Study:
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{exp_dir / STUDY_FILE}")
+    study.tell(study.ask(DIST), 0.5)
+    _running(study, B)  # Tune resumes it
+    _running(study, C)  # started after the snapshot: lost
+    study.enqueue_trial(W)  # a warm start, asked after the snapshot and lost
+    warm = study.ask()
+    for name in W:
+        warm.suggest_float(name, 1e-6, 20.0, log=True)
+    return study
+
+
+def test_reconcile_moves_unknown_trials_aside_and_fails_their_optuna_trials(tmp_path):
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    (exp_dir / SEARCH_FILE).write_text(json.dumps({"study_name": "s"}))
+    study = _study(exp_dir)
+    first = study.trials[0].params
+    _snapshot(exp_dir, {"a": ("TERMINATED", first), "b": ("RUNNING", B)})
+    for trial_id in ("a", "b", "c", "w"):
+        (exp_dir / trial_dirname(trial_id)).mkdir()
+        (exp_dir / trial_dirname(trial_id) / "result.json").write_text("{}\n")
+    said = []
+    done = recovery.reconcile(exp_dir, {"study_name": "s"}, said.append)
+    assert sorted(done["moved"]) == [trial_dirname("c"), trial_dirname("w")]
+    assert sorted(p.name for p in (exp_dir / ORPHANED_DIR).iterdir()) == [trial_dirname("c"), trial_dirname("w")]
+    assert sorted(p.name for p in exp_dir.glob("trial_*")) == [trial_dirname("a"), trial_dirname("b")]
+    after = optuna.load_study(study_name="s", storage=f"sqlite:///{exp_dir / STUDY_FILE}").trials
+    assert [t.state for t in after[:4]] == [TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL, TrialState.FAIL]
+    assert done["failed"] == [2, 3] and all("orphaned" in t.user_attrs for t in after[2:4])
+    assert len(after) == 5 and after[4].state == TrialState.WAITING  # the warm start, queued again
+    assert after[4].system_attrs["fixed_params"] == W
+    assert "2 trial folder(s)" in said[0] and "2 Optuna trial(s)" in said[0]
+    again = recovery.reconcile(exp_dir, {"study_name": "s"}, said.append)  # a second resume: nothing left
+    assert again == {"moved": [], "failed": []}
+
+
+def test_a_snapshot_without_trials_is_a_search_that_never_started(tmp_path):
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    assert not recovery.never_started(exp_dir)  # no driver.json: not a folder a driver started
+    (exp_dir / DRIVER_FILE).write_text(json.dumps({"driver": {"pid": 1}}))
+    assert recovery.never_started(exp_dir)
+    _snapshot(exp_dir, {})
+    assert recovery.never_started(exp_dir)
+    _snapshot(exp_dir, {"a": ("RUNNING", A)})
+    assert not recovery.never_started(exp_dir)
+
+
+def test_restart_folder_clears_trials_and_fails_every_running_trial(tmp_path):
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    _study(exp_dir)
+    (exp_dir / SEARCH_FILE).write_text("{}")
+    (exp_dir / trial_dirname("x")).mkdir()
+    recovery.restart_folder(exp_dir, lambda _: None)
+    assert not list(exp_dir.glob("trial_*")) and not (exp_dir / SEARCH_FILE).exists()
+    assert sorted(p.name for p in (exp_dir / ORPHANED_DIR).iterdir()) == [SEARCH_FILE, trial_dirname("x")]
+    states = [t.state for t in optuna.load_study(study_name="s", storage=f"sqlite:///{exp_dir / STUDY_FILE}").trials]
+    assert TrialState.RUNNING not in states and states.count(TrialState.FAIL) == 3
+
+
+def _record(exp_dir, driver: dict, cluster: list[dict]) -> None:
+    import socket
+
+    record = {"driver": {**driver, "host": socket.gethostname()}, "cluster": cluster}
+    (exp_dir / DRIVER_FILE).write_text(json.dumps(record))
+
+
+def test_orphaned_cluster_processes_and_their_children_are_stopped_by_pid(tmp_path):
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    sleeper = "import time; time.sleep(60)"
+    code = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {sleeper!r}]); time.sleep(60)"
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        deadline = time.monotonic() + 10
+        while not recovery._children(parent.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (child,) = recovery._children(parent.pid)
+        wrong = {"pid": bystander.pid, "start_time": recovery._start_time(bystander.pid) + 1}  # a reused PID
+        _record(exp_dir, {"pid": 999999999, "start_time": 1}, [recovery._process(parent.pid), wrong])
+        assert recovery.stop_orphaned_cluster(exp_dir, lambda _: None) == 2
+        assert parent.wait(timeout=10) == -signal.SIGKILL
+        assert recovery._start_time(child) is None
+        assert bystander.poll() is None  # another process under a recorded PID is left alone
+    finally:
+        for proc in (parent, bystander):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_a_folder_whose_driver_is_alive_is_refused(tmp_path):
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    _record(exp_dir, recovery._process(os.getpid()), [])
+    with pytest.raises(ValueError, match=f"still running in this folder \\(pid {os.getpid()}\\)"):
+        recovery.check_not_running(exp_dir)
+    _record(exp_dir, {"pid": os.getpid(), "start_time": recovery._start_time(os.getpid()) + 1}, [])
+    recovery.check_not_running(exp_dir)  # the PID was reused: that driver is gone
