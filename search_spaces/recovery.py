@@ -32,7 +32,10 @@ sampler restored from a lagging snapshot never repeats an earlier trial's propos
 whose snapshot names a checkpoint deleted since resumes from its newest surviving checkpoint, or
 from the start (:func:`trainables.layout.surviving_checkpoint`). A trial that finished after the
 snapshot resumes from its last checkpoint and ends at once; Optuna keeps its first value (a
-second ``tell`` of a finished trial is refused).
+second ``tell`` of a finished trial is refused). A trial that had ended in ERROR (its Optuna
+trial FAIL) and finishes on ``--resume`` is never told by Ray's searcher, which counts it as
+completed already; after the resumed search :func:`tell_resumed` adds its value to the study as a
+COMPLETE trial, once.
 """
 
 from __future__ import annotations
@@ -307,3 +310,40 @@ def restart_folder(exp_dir: Path, say: Say) -> None:
     if (exp_dir / SEARCH_FILE).exists():
         _move_aside(exp_dir, exp_dir / SEARCH_FILE)
     say(f"{exp_dir}: the driver stopped before its trials were under way; starting the search again")
+
+
+def tell_resumed(exp_dir: Path, record: dict, results: Any, metric: str, say: Say) -> list[int]:
+    """After a resumed search: every trial that finished (Ray's ``ResultGrid``: no error, a value
+    of ``metric``) whose point the study holds only as FAIL (it had errored before the resume)
+    becomes one COMPLETE trial of the study with that value; return the FAIL trials' numbers."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if not (exp_dir / STUDY_FILE).exists() or not record.get("study_name"):
+        return []
+    study = optuna.load_study(study_name=record["study_name"], storage=f"sqlite:///{exp_dir / STUDY_FILE}")
+    trials = study.get_trials(deepcopy=False)
+    told = []
+    for result in results:
+        value = (result.metrics or {}).get(metric)
+        if result.error is not None or value is None:
+            continue
+        matches = [t for t in trials if t.params and _same_point(t.params, result.config or {})]
+        if any(t.state == TrialState.COMPLETE for t in matches):
+            continue
+        failed = [t for t in matches if t.state == TrialState.FAIL and "orphaned" not in t.user_attrs]
+        if not failed:
+            continue
+        first = failed[0]
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=first.params,
+                distributions=first.distributions,
+                value=float(value),
+                user_attrs={"finished_on_resume_of": first.number},
+            )
+        )
+        told.append(first.number)
+    if told:
+        say(f"the study learnt the value of {len(told)} trial(s) that errored before the resume and finished on it")
+    return told

@@ -92,6 +92,8 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
         say(f"results: {exp_dir}")
         with recovery.frequent_snapshots():
             results = tuner.fit()
+        if options.resume:
+            recovery.tell_resumed(exp_dir, record, results, spec.metric, say)
     return spec, exp_dir, results
 
 

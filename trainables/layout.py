@@ -10,6 +10,9 @@ so every layer can depend on it. ::
         spec.yaml                 a copy of the file the search was started from
         optuna.db                 the Optuna study (SQLite)
         experiment_state-*.json   Ray's snapshots of the trial table
+        driver.json               the driver's PID, options and spec, its cluster's PIDs
+                                  (search_spaces/recovery.py: what --resume reconciles)
+        orphaned/                 trial folders a killed driver's snapshot lost (never counted)
         report/                   report.html, report.md, leaderboard.csv, *.png
         compile_cache/            inductor's caches, shared by the trials (with compile on)
         confirm/                  the confirmation stage (search_spaces/confirm.py; never trains)

@@ -89,7 +89,13 @@ def _wait_for_nodes(address: str, n: int, env: dict, timeout: float = 120) -> No
     )
     deadline, alive = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
-        out = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True, env=env)
+        try:  # a head that never came up makes ray.init wait on it for minutes
+            out = subprocess.run(
+                [sys.executable, "-c", probe, address], capture_output=True, text=True, env=env, timeout=60
+            )
+        except subprocess.TimeoutExpired:
+            alive = "ray.init did not connect within 60 s"
+            continue
         if out.returncode == 0 and out.stdout.strip().splitlines() and int(out.stdout.split()[-1]) >= n:
             return
         alive = out.stdout.strip() or out.stderr.strip()[-300:]

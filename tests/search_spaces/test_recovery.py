@@ -141,3 +141,29 @@ def test_a_folder_whose_driver_is_alive_is_refused(tmp_path):
         recovery.check_not_running(exp_dir)
     _record(exp_dir, {"pid": os.getpid(), "start_time": recovery._start_time(os.getpid()) + 1}, [])
     recovery.check_not_running(exp_dir)  # the PID was reused: that driver is gone
+
+
+class _Result:  # the attributes of a ray.tune.Result that tell_resumed reads
+    def __init__(self, config: dict, metrics: dict, error=None):
+        self.config, self.metrics, self.error = config, metrics, error
+
+
+def test_a_trial_that_errored_and_finished_on_resume_is_told_once(tmp_path):
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{exp_dir / STUDY_FILE}")
+    study.tell(study.ask(DIST), 0.5)
+    errored = study.ask(DIST)
+    study.tell(errored, state=TrialState.FAIL)  # what Ray's searcher tells of an errored trial
+    point = study.trials[1].params
+    results = [
+        _Result({**study.trials[0].params, "ngf": 8}, {"kid": 0.5}),  # told already
+        _Result({**point, "ngf": 8}, {"kid": 0.25}),  # errored, then finished on the resume
+        _Result({"sigma_begin": 9.0, "step_lr": 1e-5}, {"kid": 0.1}, error=RuntimeError("x")),
+    ]
+    said = []
+    assert recovery.tell_resumed(exp_dir, {"study_name": "s"}, results, "kid", said.append) == [1]
+    after = optuna.load_study(study_name="s", storage=f"sqlite:///{exp_dir / STUDY_FILE}").trials
+    assert [t.state for t in after] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert after[2].params == point and after[2].value == 0.25 and after[2].user_attrs == {"finished_on_resume_of": 1}
+    assert recovery.tell_resumed(exp_dir, {"study_name": "s"}, results, "kid", said.append) == []  # once
