@@ -17,6 +17,7 @@ from analysis.report import sections_of
 from analysis.report import write_report as write_report_files
 from analysis.status import ENDED, status_counts
 from trainables.layout import ERRORED
+from trainables.storage import join
 
 
 def _report_lines(exp_dir: Path) -> list[str]:
@@ -51,12 +52,24 @@ def _state_lines(exp: Experiment) -> list[str]:
         lines.append(f"{counts[ERRORED]} trial(s) errored; see error.txt in their trial folders")
     ended, wanted = progress(exp)
     if wanted is not None and ended < wanted:
-        lines.append(f"the search is incomplete ({ended} of {wanted} trials ended): resume it with the command below")
+        how = (
+            "resuming a search kept at a storage URI is not supported yet"
+            if exp.search.get("storage_uri")
+            else "resume it with the command below"
+        )
+        lines.append(f"the search is incomplete ({ended} of {wanted} trials ended): {how}")
     return lines
 
 
 def _command_lines(exp: Experiment) -> list[str]:
     space = exp.search.get("source") or (exp.search.get("spec") or {}).get("name") or exp.name
+    uri = exp.search.get("storage_uri")
+    if uri:  # kept at a storage URI (trainables/storage.py): exp_dir is the driver's copy
+        return [
+            f"stored at:   {join(uri, exp.exp_dir.name)} (this machine's copy: {exp.exp_dir})",
+            f"TensorBoard: tensorboard --logdir {exp.exp_dir} --host 127.0.0.1",
+            f"report:      python platform/report.py {join(uri, exp.exp_dir.name)}",
+        ]
     return [
         f"TensorBoard: tensorboard --logdir {exp.exp_dir} --host 127.0.0.1",
         f"report:      python platform/report.py {exp.exp_dir}",

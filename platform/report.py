@@ -5,6 +5,13 @@ leaderboard.csv, PNG plots.
     python platform/report.py runs/sigmas --metric fid --out /tmp/sigmas-report
     python platform/report.py runs/sigmas --per-protocol     # rank each evaluation protocol apart
     python platform/report.py runs/langevin-sampler          # a sampler search: the same options
+    python platform/report.py s3://bucket/runs/sigmas        # an experiment at a storage URI
+
+An experiment at a storage URI (s3://, gs://, any filesystem pyarrow supports; credentials and
+endpoint from the usual environment, see README.md) is first copied, without the checkpoints'
+training state, into this machine's copy of it (NCSN_STORAGE_CACHE, default
+~/.cache/ncsn-search/storage/<scheme>/<bucket>/<prefix>/<name>); the report goes into that copy's
+report/ folder unless --out says otherwise. Nothing is written to the storage.
 
 A folder that is not an experiment, an unknown metric, or trials scored under different evaluation
 protocols (without --per-protocol) print one line and exit with status 2.
@@ -18,7 +25,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiment", help="experiment folder (<storage-path>/<name>, as run_search.py printed)")
+    parser.add_argument("experiment", help="experiment folder or URI (<storage-path>/<name>, as run_search.py printed)")
     parser.add_argument("--metric", help="rank by this quality metric (default: the spec's)")
     parser.add_argument("--out", help="output folder (default: <experiment>/report)")
     parser.add_argument(
@@ -29,10 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from analysis.report import write_report
+    from trainables import storage
     from trainables.layout import LEADERBOARD_CSV, REPORT_MD
 
     try:
-        page = write_report(args.experiment, out_dir=args.out, metric=args.metric, per_protocol=args.per_protocol)
+        experiment = args.experiment
+        if storage.is_uri(experiment):
+            experiment = storage.local_copy(experiment)
+            try:
+                count = storage.download(args.experiment, experiment)
+            except OSError as err:
+                raise ValueError(
+                    f"{args.experiment}: cannot read it ({storage.first_line(err)}); check the URI and the "
+                    f"credentials and endpoint in the environment"
+                ) from None
+            print(f"copied:      {count} files of {args.experiment} into {experiment}")
+        page = write_report(experiment, out_dir=args.out, metric=args.metric, per_protocol=args.per_protocol)
     except ValueError as err:
         print(f"report: {err}", file=sys.stderr)
         return 2

@@ -5,6 +5,14 @@ already holds something and ``--resume`` was not given; ``search.json`` (the spe
 kind, budget mode, study name, warm starts and what the kind adds) written atomically before any
 trial starts; ``spec.yaml`` a copy of the file the search started from. The Ray cluster is local
 (dashboard on 127.0.0.1) unless ``--address`` names one, and is shut down however the search ends.
+
+With a storage URI (:mod:`trainables.storage`) Ray writes the trials to ``<URI>/<name>/`` and the
+folder above is the driver's local copy of it (:func:`trainables.storage.local_copy`): the driver's
+own files are written there and copied to the URI (:func:`copy_to_storage`, at the start and the
+end of ``Tuner.fit`` by :class:`search_spaces.storage_copies.StorageCopies`, and after the report),
+and the trials are brought back into it when ``Tuner.fit`` ends (:func:`fetch_from_storage`). On a
+cluster of more than one node, every node must see the storage before any trial starts
+(:func:`check_every_node`).
 """
 
 from __future__ import annotations
@@ -23,7 +31,17 @@ from search_spaces.options import SearchOptions
 from search_spaces.schema import SearchSpec
 from search_spaces.tuning import tune_settings
 from search_spaces.validate import override, with_preview
-from trainables.layout import SEARCH_FILE, SPEC_COPY, experiment_kind, read_search_record
+from trainables import storage
+from trainables.layout import (
+    CONFIRM_DIR,
+    DRIVER_FILE,
+    REPORT_DIR,
+    SEARCH_FILE,
+    SPEC_COPY,
+    STUDY_FILE,
+    experiment_kind,
+    read_search_record,
+)
 
 Say = Callable[[str], None]
 
@@ -34,8 +52,41 @@ SMOKE_SCHEDULER = {"grace_period": 10}
 
 
 def experiment_dir(options: SearchOptions, default_name: str) -> Path:
-    """``<storage_path>/<--name or default_name>``, absolute."""
-    return Path(options.storage_path).expanduser().resolve() / (options.name or default_name)
+    """``<storage_path>/<--name or default_name>``, absolute; with a storage URI, the driver's
+    local copy of ``<URI>/<name>``."""
+    name = options.name or default_name
+    if storage.is_uri(options.storage_path):
+        return storage.local_copy(storage.join(options.storage_path, name))
+    return Path(options.storage_path).expanduser().resolve() / name
+
+
+def ray_storage_path(options: SearchOptions, exp_dir: Path) -> str:
+    """What Ray's ``RunConfig(storage_path=...)`` gets: the URI itself, or the folder above
+    ``exp_dir``."""
+    return options.storage_path if storage.is_uri(options.storage_path) else str(exp_dir.parent)
+
+
+def _remote(storage_path: str, exp_dir: Path) -> str | None:
+    return storage.join(storage_path, exp_dir.name) if storage.is_uri(storage_path) else None
+
+
+def copy_to_storage(storage_path: str, exp_dir: Path, names=(STUDY_FILE, SEARCH_FILE, REPORT_DIR, CONFIRM_DIR)):
+    """With a storage URI, copy the driver's files ``names`` of ``exp_dir`` (those there) into
+    ``<URI>/<name>/``; nothing for a folder."""
+    remote = _remote(storage_path, exp_dir)
+    if remote is not None:
+        storage.upload(exp_dir, remote, names)
+
+
+def fetch_from_storage(storage_path: str, exp_dir: Path, training_state: bool = False) -> None:
+    """With a storage URI, bring ``<URI>/<name>/`` into ``exp_dir`` for the closing summary and the
+    report: the trials, with the checkpoints' training state only when ``training_state`` (the
+    confirmation stage samples them); the driver's own files there are never replaced. Nothing
+    for a folder."""
+    remote = _remote(storage_path, exp_dir)
+    if remote is not None:
+        mine = (SEARCH_FILE, SPEC_COPY, STUDY_FILE, DRIVER_FILE)
+        storage.download(remote, exp_dir, skip=mine if training_state else (storage.TRAINING_STATE, *mine))
 
 
 def check_folder(exp_dir: Path, options: SearchOptions, kind: str) -> None:
@@ -50,6 +101,8 @@ def check_folder(exp_dir: Path, options: SearchOptions, kind: str) -> None:
         raise ValueError(
             f"experiment folder {exp_dir} already exists; pass --resume to continue it or --name to start a new one"
         )
+    elif (remote := _remote(options.storage_path, exp_dir)) is not None and storage.exists(remote):
+        raise ValueError(f"experiment {remote} already exists; pass --name to start a new one")
 
 
 def recorded_spec(exp_dir: Path) -> tuple[SearchSpec, dict]:
@@ -83,6 +136,8 @@ def base_record(
         "resources": resources_for(spec, gpus),
         "max_failures": options.max_failures,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        # a storage URI: where the experiment lives (this folder is the driver's copy of it)
+        **({"storage_uri": options.storage_path} if storage.is_uri(options.storage_path) else {}),
     }
 
 
@@ -150,6 +205,64 @@ def ray_cluster(options: SearchOptions, say: Say) -> Iterator[dict]:
                     f"  token authentication is on: the token is in {token}; the browser asks for it, "
                     f"and HTTP clients send 'Authorization: Bearer <token>'"
                 )
+        check_every_node(options.storage_path)
         yield ray.cluster_resources()
     finally:
         ray.shutdown()
+
+
+def check_every_node(storage_path: str, timeout_s: float = 120.0) -> None:
+    """On a cluster of more than one alive node, a tiny task on each node (pinned to it) reads a
+    probe file the driver wrote under the storage and writes, reads and deletes one of its own;
+    ``ValueError`` with one line naming the first node that cannot, before any trial starts. A
+    local folder that is not on a filesystem every node mounts fails here."""
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    fs, root = storage.location(storage_path)
+    token = uuid.uuid4().hex
+    name = f"{storage.PROBE_PREFIX}driver-{token[:12]}"
+    storage.write_bytes(fs, f"{root}/{name}", token.encode())
+    try:
+        task = ray.remote(num_cpus=0, max_retries=0)(storage.node_probe)
+        where = storage_path if storage.is_uri(storage_path) else root  # as the nodes resolve it
+        refs = [
+            task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                where, name, token.encode()
+            )
+            for n in nodes
+        ]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        answers = [_answer(r, r in ready, timeout_s) for r in refs]
+    finally:
+        fs.delete_file(f"{root}/{name}")
+    for node, why in zip(nodes, answers):
+        if why is None:
+            continue
+        at = f"node {node['NodeManagerAddress']} ({node['NodeID'][:8]})"
+        if storage.is_uri(storage_path):
+            raise ValueError(
+                f"--storage-path {where}: {at} cannot use it ({why}); give every node the "
+                f"credentials and endpoint in its environment, or another storage"
+            )
+        raise ValueError(
+            f"--storage-path {where}: {at} {why} (a local folder, not a filesystem every node "
+            f"mounts); give a folder on NFS or another shared filesystem mounted at the same path "
+            f"on every node, or a storage URI such as s3://bucket/prefix"
+        )
+
+
+def _answer(ref, ready: bool, timeout_s: float) -> str | None:
+    import ray
+
+    if not ready:
+        return f"gave no answer within {timeout_s:.0f} s"
+    try:
+        return ray.get(ref)
+    except Exception as err:  # the task itself failed (this package missing on the node, ...)
+        return f"could not run the probe task ({storage.first_line(err)})"

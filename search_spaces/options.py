@@ -3,7 +3,8 @@
 :class:`SearchOptions` holds every choice of ``platform/run_search.py`` that is not in the spec;
 :func:`check_options` refuses a bad or conflicting one with a ``ValueError`` whose message is one
 line naming the flag, the value and a fix. It runs before a Ray cluster starts and creates
-nothing on disk.
+nothing on disk. A storage URI must name a filesystem pyarrow has and take a probe file (written,
+read back and deleted; an object store may keep an empty folder marker for the prefix).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def check_options(options: SearchOptions) -> None:
     _check_address(options.address)
     if options.dashboard_port is not None:
         _check_port(options.dashboard_port)
-    _check_storage(options.storage_path)
+    _check_storage(options.storage_path, options.resume)
 
 
 def _check_counts(o: SearchOptions) -> None:
@@ -120,12 +121,10 @@ def _check_port(port: int) -> None:
             ) from None
 
 
-def _check_storage(storage_path: str) -> None:
+def _check_storage(storage_path: str, resume: bool = False) -> None:
     if _URI_RE.match(storage_path):
-        raise ValueError(
-            f"--storage-path {storage_path!r}: storage URIs are not supported yet; give a local "
-            f"folder or one on a filesystem every node mounts"
-        )
+        _check_storage_uri(storage_path, resume)
+        return
     path = Path(storage_path).expanduser()
     if path.exists() and not path.is_dir():
         raise ValueError(f"--storage-path {storage_path!r}: is a file, not a folder; give a folder")
@@ -143,3 +142,38 @@ def _check_storage(storage_path: str) -> None:
         ) from None
     os.close(fd)
     os.unlink(probe)
+
+
+def _check_storage_uri(uri: str, resume: bool) -> None:
+    """A URI pyarrow makes a filesystem for, where a probe file can be written, read and deleted
+    (trainables/storage.py); a resume from a URI is not done yet."""
+    from trainables import storage
+
+    if resume:
+        raise ValueError(
+            f"--resume with --storage-path {uri!r}: resuming a search kept at a storage URI is not "
+            f"supported yet; start a new search with --name"
+        )
+    scheme = uri.split("://", 1)[0].lower()
+    try:
+        storage.filesystem(uri)
+    except ValueError as err:
+        raise ValueError(
+            f"--storage-path {uri!r}: {err}; give a folder, s3://bucket/prefix, gs://bucket/prefix "
+            f"or another URI pyarrow supports"
+        ) from None
+    try:
+        storage.probe_within(uri)
+    except ValueError as err:
+        raise ValueError(f"--storage-path {uri!r}: {err}; {_storage_fix(scheme)}") from None
+
+
+def _storage_fix(scheme: str) -> str:
+    if scheme in ("s3", "s3a"):
+        return (
+            "check that the bucket exists and the credentials and endpoint in the environment "
+            "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL)"
+        )
+    if scheme in ("gs", "gcs"):
+        return "check that the bucket exists and the credentials (GOOGLE_APPLICATION_CREDENTIALS)"
+    return "check the URI and that this machine can write there"

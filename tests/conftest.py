@@ -14,6 +14,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,3 +95,71 @@ def smoke_experiment(tmp_path_factory) -> SmokeExperiment:
         "--space", "smoke.yaml", "--storage-path", str(storage), "--dashboard-port", str(port), probe_port=port
     )
     return SmokeExperiment(storage / "smoke", done.stdout, done.returncode, status, port)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> Iterator[str]:
+    """An S3-compatible server on 127.0.0.1 (moto's server mode, its own process on a free port)
+    for the tests of storage URIs; stopped by its PID."""
+    pytest.importorskip("moto.server", reason="the test extra (moto[server]) is not installed")
+    port = free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, "moto's server did not start"
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@dataclass
+class Bucket:
+    name: str
+    client: object  # a boto3 S3 client on the test server
+    cache: Path  # NCSN_STORAGE_CACHE: where this test's local copies of the storage go
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    def read(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, tmp_path, monkeypatch) -> Bucket:
+    """A new, empty bucket on the test server, with the endpoint and credentials in this process's
+    environment (the way a user gives them: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), which the
+    searches the test starts inherit."""
+    import boto3
+
+    for key, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        "NCSN_STORAGE_CACHE": str(tmp_path / "storage-cache"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    name = f"ncsn-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    return Bucket(name, client, tmp_path / "storage-cache")
