@@ -30,12 +30,14 @@ def trial_status(
     Ray's recorded status (either may be None); ``budget_end`` is where a trial that runs to the
     end stops (joint: the budget's iterations; sampler: the last look's sample count).
 
-    Precedence: an error beats divergence beats finishing; a trial that reached ``budget_end``
-    finished even if Ray had not yet logged ``done``; otherwise ``done`` (or a TERMINATED record)
-    short of it means ASHA stopped it; anything else is unfinished (running or interrupted).
+    Precedence: an error beats divergence beats finishing, unless Ray's record says the trial
+    ended after it (TERMINATED: a retry or a ``--resume`` finished it; its error.txt stays
+    behind); a trial that reached ``budget_end`` finished even if Ray had not yet logged
+    ``done``; otherwise ``done`` (or a TERMINATED record) short of it means ASHA stopped it;
+    anything else is unfinished (running or interrupted).
     """
     kind = kind if isinstance(kind, Kind) else kind_of(kind)
-    if error is not None or state_status == RAY_ERROR:
+    if state_status == RAY_ERROR or (error is not None and state_status != RAY_TERMINATED):
         return ERRORED, error or f"Ray recorded status {RAY_ERROR} (no error.txt)"
     if len(evals) and evals["diverged"].any():
         reasons = [r for r in evals.loc[evals["diverged"], "stop_reason"] if isinstance(r, str) and r]

@@ -60,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+EXIT_STORAGE_FULL = 75  # sysexits' EX_TEMPFAIL: free space and retry (with --resume)
+
+
 def fail(message: str) -> int:
     print(f"run_search.py: error: {message}", file=sys.stderr)
     return 2
@@ -87,6 +90,7 @@ def main(argv=None) -> int:
         max_failures=args.max_failures,
         confirm=args.confirm,
     )
+    from search_spaces.recovery import StorageFull
     from search_spaces.runner import run_search
     from search_spaces.spec import SpecError, load_spec
 
@@ -96,12 +100,20 @@ def main(argv=None) -> int:
         spec, exp_dir, _ = run_search(spec, options)
     except (SpecError, ValueError) as err:
         return fail(str(err))
+    except StorageFull as err:  # a full disk mid-search: nothing lost, --resume continues
+        print(f"run_search.py: error: {err}", file=sys.stderr)
+        return EXIT_STORAGE_FULL
     from analysis.summary import closing_summary, is_incomplete
     from search_spaces.confirm import confirm_after_search
+    from search_spaces.confirm_select import requested
+    from search_spaces.experiment import copy_to_storage, fetch_from_storage
 
     incomplete = is_incomplete(exp_dir)
+    if not incomplete and requested(spec.confirm, options.confirm):  # with a storage URI: the stage
+        fetch_from_storage(options.storage_path, exp_dir, training_state=True)  # samples the checkpoints
     confirmed = incomplete or confirm_after_search(spec, exp_dir, options)  # not after an interruption
     print(closing_summary(exp_dir, write_report=options.report))
+    copy_to_storage(options.storage_path, exp_dir)  # with a storage URI: the study and the report go there too
     # 130 (as for Ctrl-C) when not every trial ended: the summary says how to resume
     return 130 if incomplete else 0 if confirmed else 1
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -56,6 +57,7 @@ from typing import Any
 from trainables.layout import (
     DRIVER_FILE,
     EXPERIMENT_STATE_GLOB,
+    LAST_SNAPSHOT_DIR,
     ORPHANED_DIR,
     SEARCH_FILE,
     STUDY_FILE,
@@ -201,17 +203,127 @@ def stop_orphaned_cluster(exp_dir: Path, say: Say) -> int:
     return len(entries)
 
 
+SNAPSHOT_GLOBS = (EXPERIMENT_STATE_GLOB, "search_gen_state-*.json", "searcher-state-*.pkl")
+KEEP_EVERY_S = 2.0  # how often a readable snapshot is copied to last_snapshot/
+
+
+def _readable(path: Path) -> bool:
+    """A whole snapshot file: the experiment state JSON that parses; the searcher's states,
+    pickles (search_gen_state-*.json is one too), that end in the STOP opcode."""
+    try:
+        data = path.read_bytes()
+        if path.name.startswith(EXPERIMENT_STATE_GLOB.split("*")[0]):
+            json.loads(data)
+            return True
+        return data.endswith(b".")
+    except (OSError, ValueError):
+        return False
+
+
+def keep_readable_snapshot(exp_dir: Path) -> bool:
+    """Copy Ray's current snapshot files to ``last_snapshot/`` when every one is whole; each copy
+    lands atomically, so a write that fails (a full disk) leaves the previous copy. True if copied."""
+    files = [p for pattern in SNAPSHOT_GLOBS for p in exp_dir.glob(pattern)]
+    if not files or not all(_readable(p) for p in files):
+        return False
+    keep = exp_dir / LAST_SNAPSHOT_DIR
+    try:
+        keep.mkdir(exist_ok=True)
+        staged = keep / ".staged"
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir()
+        for path in files:
+            shutil.copy2(path, staged / path.name)
+        if not all(_readable(staged / p.name) for p in files):
+            return False
+        for path in files:
+            os.replace(staged / path.name, keep / path.name)
+        shutil.rmtree(staged, ignore_errors=True)
+    except OSError:
+        return False
+    return True
+
+
+def restore_readable_snapshot(exp_dir: Path, say: Say) -> bool:
+    """Where the newest of Ray's snapshot files is not whole (the disk filled up while Ray wrote
+    it), put the last whole copy back; True if it did."""
+    states = sorted(exp_dir.glob(EXPERIMENT_STATE_GLOB), key=lambda p: p.name)
+    files = [p for pattern in SNAPSHOT_GLOBS for p in exp_dir.glob(pattern)]
+    if states and all(_readable(p) for p in files):
+        return False
+    kept = [p for p in (exp_dir / LAST_SNAPSHOT_DIR).glob("*") if p.is_file() and _readable(p)]
+    if not kept:
+        return False
+    for path in files:
+        if not _readable(path):
+            path.unlink()
+    for path in kept:
+        shutil.copy2(path, exp_dir / path.name)
+    say(f"Ray's last snapshot was cut short (a full disk?): restored the last whole one from {LAST_SNAPSHOT_DIR}/")
+    return True
+
+
 @contextlib.contextmanager
-def frequent_snapshots() -> Iterator[None]:
-    """Ray's experiment snapshot at most :data:`SNAPSHOT_PERIOD_S` old while the block runs (a
-    user's own TUNE_GLOBAL_CHECKPOINT_S wins)."""
+def frequent_snapshots(exp_dir: Path) -> Iterator[None]:
+    """While the block runs: Ray's experiment snapshot at most :data:`SNAPSHOT_PERIOD_S` old (a
+    user's own TUNE_GLOBAL_CHECKPOINT_S wins), and a copy of its last whole version kept in
+    ``last_snapshot/`` every :data:`KEEP_EVERY_S` (:func:`keep_readable_snapshot`)."""
+    import threading
+
     before = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", SNAPSHOT_PERIOD_S)
+    stop = threading.Event()
+
+    def keep() -> None:
+        while not stop.wait(KEEP_EVERY_S):
+            keep_readable_snapshot(exp_dir)
+
+    thread = threading.Thread(target=keep, name="keep-readable-snapshot", daemon=True)
+    thread.start()
     try:
         yield
     finally:
+        stop.set()
+        thread.join()
+        keep_readable_snapshot(exp_dir)
         if before is None:
             os.environ.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk
+
+
+class StorageFull(RuntimeError):
+    """The experiment's storage (or the driver's disk) ran out of space during the search."""
+
+
+def storage_full(err: BaseException) -> str | None:
+    """What says the disk is full in ``err`` or its causes (an OSError ENOSPC anywhere, SQLite's
+    "database or disk is full" behind Optuna's storage error), else None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{os.strerror(err.errno)} ({getattr(err, 'filename', None) or 'a write'})"
+        if "database or disk is full" in str(err) or "No space left on device" in str(err):
+            return "no space left on device (the Optuna study or a trial's files)"
+        err = err.__cause__ or err.__context__
+    return None
+
+
+LOW_SPACE_BYTES = 1 << 20  # less than this free where the experiment lives: the disk is full
+
+
+def low_space(exp_dir: Path) -> str | None:
+    """Where an error names no full disk but the experiment's filesystem has (almost) no space
+    left, the disk is why: Ray reads back files it could not finish writing (a cut-short
+    error pickle raises UnpicklingError). None while there is room."""
+    try:
+        free = shutil.disk_usage(exp_dir).free
+    except OSError:
+        return None
+    return f"no space left on device ({free // 1024} KB free)" if free < LOW_SPACE_BYTES else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +332,7 @@ def frequent_snapshots() -> Iterator[None]:
 
 def snapshot_trials(exp_dir: Path) -> dict[str, dict]:
     """Trial id -> {"status", "config"} in Ray's newest experiment snapshot of ``exp_dir``."""
-    states = sorted(exp_dir.glob(EXPERIMENT_STATE_GLOB), key=lambda p: p.stat().st_mtime)
+    states = sorted((p for p in exp_dir.glob(EXPERIMENT_STATE_GLOB) if _readable(p)), key=lambda p: p.name)
     if not states:
         return {}
     trials = {}

@@ -22,6 +22,7 @@ from search_spaces.experiment import (
     check_folder,
     experiment_dir,
     ray_cluster,
+    ray_storage_path,
     recorded_spec,
     resources_for,
     write_record,
@@ -60,6 +61,8 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
     kind = kind_of(spec, options)
     exp_dir = experiment_dir(options, kind.default_name(spec))
     recovery.check_not_running(exp_dir)
+    if options.resume:
+        recovery.restore_readable_snapshot(exp_dir, say)
     if options.resume and recovery.never_started(exp_dir):
         spec, options = _started_with(exp_dir, options)  # killed before Ray's first snapshot
         recovery.stop_orphaned_cluster(exp_dir, say)
@@ -88,10 +91,21 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
             study_name = f"{exp_dir.name}-{uuid.uuid4().hex[:8]}"
             record = {**base_record(spec, kind.KIND, options, gpus, study_name, kind.TIME_ATTR), **plan.record}
             write_record(exp_dir, spec, record)
-            tuner = build_tuner(spec, plan, exp_dir, gpus, study_name, options.max_failures)
+            tuner = build_tuner(
+                spec, plan, exp_dir, gpus, study_name, options.max_failures, ray_storage_path(options, exp_dir)
+            )
         say(f"results: {exp_dir}")
-        with recovery.frequent_snapshots():
-            results = tuner.fit()
+        with recovery.frequent_snapshots(exp_dir):
+            try:
+                results = tuner.fit()
+            except Exception as err:
+                full = recovery.storage_full(err) or recovery.low_space(exp_dir)
+                if full is None:
+                    raise
+                raise recovery.StorageFull(
+                    f"{exp_dir}: {full}; the search stopped and what was saved is kept: free space there, "
+                    f"then run the same command with --resume"
+                ) from None
         if options.resume:
             recovery.tell_resumed(exp_dir, record, results, spec.metric, say)
     return spec, exp_dir, results
@@ -134,9 +148,19 @@ def _trainable(function, budget, spec: SearchSpec, gpus: float):
     return tune.with_resources(tune.with_parameters(function, budget=budget), resources_for(spec, gpus))
 
 
-def build_tuner(spec: SearchSpec, plan: SearchPlan, exp_dir: Path, gpus: float, study_name: str, max_failures: int = 2):
+def build_tuner(
+    spec: SearchSpec,
+    plan: SearchPlan,
+    exp_dir: Path,
+    gpus: float,
+    study_name: str,
+    max_failures: int = 2,
+    storage_path: str | None = None,
+):
     """The Tuner of a fresh search: Optuna on SQLite in ``exp_dir`` (seeded, warm starts first)
-    behind a concurrency limit, ASHA on the plan's time attribute.
+    behind a concurrency limit, ASHA on the plan's time attribute. Ray stores the trials under
+    ``storage_path`` (default the folder above ``exp_dir``); with a storage URI the study stays
+    in ``exp_dir`` and :class:`search_spaces.storage_copies.StorageCopies` copies it there.
 
     A trial whose worker process or node dies is rescheduled from its last checkpoint up to
     ``max_failures`` times; Ray does not tell the searcher, so the Optuna trial stays one trial
@@ -145,9 +169,10 @@ def build_tuner(spec: SearchSpec, plan: SearchPlan, exp_dir: Path, gpus: float, 
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
-    searcher = OptunaSearch(
+    from search_spaces.searcher import ResumableOptunaSearch
+
+    searcher = ResumableOptunaSearch(
         space=plan.space,
         metric=spec.metric,
         mode=spec.mode,
@@ -170,12 +195,23 @@ def build_tuner(spec: SearchSpec, plan: SearchPlan, exp_dir: Path, gpus: float, 
         ),
         run_config=tune.RunConfig(
             name=exp_dir.name,
-            storage_path=str(exp_dir.parent),
+            storage_path=storage_path or str(exp_dir.parent),
+            callbacks=_storage_callbacks(storage_path, exp_dir),
             checkpoint_config=tune.CheckpointConfig(**plan.keep),
             failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=1,
         ),
     )
+
+
+def _storage_callbacks(storage_path: str | None, exp_dir: Path) -> list | None:
+    from trainables.storage import is_uri
+
+    if storage_path is None or not is_uri(storage_path):
+        return None
+    from search_spaces.storage_copies import StorageCopies
+
+    return [StorageCopies(storage_path, exp_dir)]
 
 
 def _restore_tuner(kind, spec: SearchSpec, exp_dir: Path, gpus: float):

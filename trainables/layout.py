@@ -13,6 +13,7 @@ so every layer can depend on it. ::
         driver.json               the driver's PID, options and spec, its cluster's PIDs
                                   (search_spaces/recovery.py: what --resume reconciles)
         orphaned/                 trial folders a killed driver's snapshot lost (never counted)
+        last_snapshot/            the last whole copy of Ray's snapshot files
         report/                   report.html, report.md, leaderboard.csv, *.png
         compile_cache/            inductor's caches, shared by the trials (with compile on)
         confirm/                  the confirmation stage (search_spaces/confirm.py; never trains)
@@ -48,6 +49,7 @@ REPORT_MD = "report.md"
 LEADERBOARD_CSV = "leaderboard.csv"
 COMPILE_CACHE_DIR = "compile_cache"  # TORCHINDUCTOR_CACHE_DIR of every trial of the search
 DRIVER_FILE = "driver.json"  # the driver, its options and its cluster's PIDs (search_spaces/recovery.py)
+LAST_SNAPSHOT_DIR = "last_snapshot"  # the last whole copy of Ray's snapshot (a full disk cuts one short)
 ORPHANED_DIR = "orphaned"  # trial folders Ray's snapshot lost when a driver was killed (never counted)
 
 # --- the confirmation stage: <experiment>/confirm/ -------------------------------------------

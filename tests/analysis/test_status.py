@@ -23,6 +23,9 @@ def test_joint_statuses_from_reports_error_and_ray_state():
     assert trial_status(ev.assign(done=False), None, None, 20)[0] == FINISHED  # reached the budget: done or not
     assert trial_status(ev.assign(done=False), None, "RUNNING", 40)[0] == UNFINISHED
     assert trial_status(ev.assign(done=False), None, "TERMINATED", 40)[0] == STOPPED  # Ray's record says it ended
+    # an error.txt left by a failure that a retry or a --resume recovered from: Ray's record wins
+    assert trial_status(ev, "OSError: [Errno 28] No space left on device", "TERMINATED", 40)[0] == STOPPED
+    assert trial_status(ev, "OSError: [Errno 28] No space left on device", "RUNNING", 40)[0] == ERRORED
     assert trial_status(ev, "ValueError: x", None, 20) == (ERRORED, "ValueError: x")
     assert trial_status(ev, None, "ERROR", 20)[0] == ERRORED
     div = ev.assign(diverged=[False, True], stop_reason=["", "non-finite loss within iterations 10..20"])

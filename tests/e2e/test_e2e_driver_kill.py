@@ -167,3 +167,49 @@ def test_driver_killed_during_the_closing_report_writes_it_on_resume(tmp_path, l
     before = {t.name: _rows(t) for t in _trials(exp_dir)}
     assert len(before) == TRIALS and all(_finished(rows) for rows in before.values())
     _resume_and_check(_search(storage, "report"), exp_dir, before)
+
+
+def test_a_full_disk_stops_the_search_with_one_line_and_resume_completes_it(tmp_path, leftovers):
+    """The experiment on a 40 MB tmpfs, filled up once the first trial reported: the driver stops
+    with one line (exit 75: free space and retry) instead of a traceback; Ray's snapshot, cut short
+    as it was written, gives way to the last whole copy; after freeing space --resume completes."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(disk)], check=True)
+    try:
+        storage, exp_dir = disk / "runs", disk / "runs" / "full"
+        leftovers.append(exp_dir)
+        args = _search(storage, "full", "--num-trials", str(TRIALS), "--no-calibration")
+        proc = subprocess.Popen(
+            [sys.executable, "platform/run_search.py", *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(_rows(t) for t in _trials(exp_dir)) and (exp_dir / "last_snapshot").is_dir():
+                break
+            time.sleep(0.05)
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        with (disk / "ballast").open("wb") as ballast:  # leave 16 KB
+            for _ in range(max(0, free - 16384) // 65536):
+                ballast.write(b"\0" * 65536)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 75, (out[-2000:], err[-3000:])
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("run_search.py: error: ") and "no space left" in last.lower() and "--resume" in last
+        (disk / "ballast").unlink()
+        files = [p for pattern in recovery.SNAPSHOT_GLOBS for p in exp_dir.glob(pattern)]
+        cut_short = not files or not all(recovery._readable(p) for p in files)
+        before = {t.name: _rows(t) for t in _trials(exp_dir)}
+        result = _resume_and_check(_search(storage, "full"), exp_dir, before)
+        restored = "restored the last whole one" in result["out"]
+        print(f"snapshot cut short by the full disk: {cut_short}; restored from last_snapshot/: {restored}")
+        assert restored == cut_short, result["out"][-3000:]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
