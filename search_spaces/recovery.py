@@ -402,9 +402,11 @@ def reconcile(exp_dir: Path, record: dict, say: Say) -> dict:
     on_disk = sorted(p for p in exp_dir.glob(f"{TRIAL_PREFIX}*") if p.is_dir())
     names = {trial_dirname(trial_id) for trial_id in known}
     moved = [_move_aside(exp_dir, p).name for p in on_disk if p.name not in names]
-    unfinished = [t["config"] for t in known.values() if t["status"] not in ("TERMINATED", "ERROR")]
+    # every trial of the snapshot keeps its Optuna trial (one that ended, but whose value a full
+    # disk kept from the study, is told after the resumed search: tell_resumed)
+    configs = [t["config"] for t in known.values()]
     reason = "the driver was killed after Optuna proposed this trial and before Ray's snapshot held it"
-    failed = fail_orphaned_trials(exp_dir / STUDY_FILE, record.get("study_name"), unfinished, reason, requeue=True)
+    failed = fail_orphaned_trials(exp_dir / STUDY_FILE, record.get("study_name"), configs, reason, requeue=True)
     if moved or failed:
         say(
             f"reconciled with Ray's last snapshot: {len(moved)} trial folder(s) it does not know moved to "
@@ -425,9 +427,11 @@ def restart_folder(exp_dir: Path, say: Say) -> None:
 
 
 def tell_resumed(exp_dir: Path, record: dict, results: Any, metric: str, say: Say) -> list[int]:
-    """After a resumed search: every trial that finished (Ray's ``ResultGrid``: no error, a value
-    of ``metric``) whose point the study holds only as FAIL (it had errored before the resume)
-    becomes one COMPLETE trial of the study with that value; return the FAIL trials' numbers."""
+    """After a resumed search, the study learns what Ray's searcher could not tell it. Every
+    trial that finished (Ray's ``ResultGrid``: no error, a value of ``metric``) whose Optuna trial
+    is still RUNNING (its ``tell`` was lost: a full disk) is told its value; one the study holds
+    only as FAIL (it had errored before the resume) becomes one COMPLETE trial with its value.
+    A RUNNING trial left after that had no result: FAIL. Return the numbers of the trials told."""
     import optuna
     from optuna.trial import TrialState
 
@@ -443,6 +447,11 @@ def tell_resumed(exp_dir: Path, record: dict, results: Any, metric: str, say: Sa
         matches = [t for t in trials if t.params and _same_point(t.params, result.config or {})]
         if any(t.state == TrialState.COMPLETE for t in matches):
             continue
+        running = [t for t in matches if t.state == TrialState.RUNNING]
+        if running:
+            study.tell(running[0].number, float(value))
+            told.append(running[0].number)
+            continue
         failed = [t for t in matches if t.state == TrialState.FAIL and "orphaned" not in t.user_attrs]
         if not failed:
             continue
@@ -456,6 +465,9 @@ def tell_resumed(exp_dir: Path, record: dict, results: Any, metric: str, say: Sa
             )
         )
         told.append(first.number)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(trial._trial_id, "orphaned", "no result reached the study")
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     if told:
-        say(f"the study learnt the value of {len(told)} trial(s) that errored before the resume and finished on it")
+        say(f"the study learnt the value of {len(told)} trial(s) whose result Ray's searcher could not tell it")
     return told

@@ -156,14 +156,19 @@ def test_a_trial_that_errored_and_finished_on_resume_is_told_once(tmp_path):
     errored = study.ask(DIST)
     study.tell(errored, state=TrialState.FAIL)  # what Ray's searcher tells of an errored trial
     point = study.trials[1].params
+    lost = study.ask(DIST)  # finished, but the disk was full when Ray told the study
+    unreported = study.ask(DIST)  # no result ever reached the study
     results = [
         _Result({**study.trials[0].params, "ngf": 8}, {"kid": 0.5}),  # told already
         _Result({**point, "ngf": 8}, {"kid": 0.25}),  # errored, then finished on the resume
-        _Result({"sigma_begin": 9.0, "step_lr": 1e-5}, {"kid": 0.1}, error=RuntimeError("x")),
+        _Result({**study.trials[2].params, "ngf": 8}, {"kid": 0.75}),
+        _Result({**study.trials[3].params, "ngf": 8}, {}, error=RuntimeError("x")),
     ]
     said = []
-    assert recovery.tell_resumed(exp_dir, {"study_name": "s"}, results, "kid", said.append) == [1]
+    assert recovery.tell_resumed(exp_dir, {"study_name": "s"}, results, "kid", said.append) == [1, lost.number]
     after = optuna.load_study(study_name="s", storage=f"sqlite:///{exp_dir / STUDY_FILE}").trials
-    assert [t.state for t in after] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
-    assert after[2].params == point and after[2].value == 0.25 and after[2].user_attrs == {"finished_on_resume_of": 1}
+    states = [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert [t.state for t in after] == states
+    assert after[2].value == 0.75 and after[unreported.number].user_attrs["orphaned"]
+    assert after[4].params == point and after[4].value == 0.25 and after[4].user_attrs == {"finished_on_resume_of": 1}
     assert recovery.tell_resumed(exp_dir, {"study_name": "s"}, results, "kid", said.append) == []  # once
