@@ -59,6 +59,7 @@ from trainables.layout import (
     EXPERIMENT_STATE_GLOB,
     LAST_SNAPSHOT_DIR,
     ORPHANED_DIR,
+    RESULT_FILE,
     SEARCH_FILE,
     STUDY_FILE,
     TRIAL_PREFIX,
@@ -407,12 +408,63 @@ def reconcile(exp_dir: Path, record: dict, say: Say) -> dict:
     configs = [t["config"] for t in known.values()]
     reason = "the driver was killed after Optuna proposed this trial and before Ray's snapshot held it"
     failed = fail_orphaned_trials(exp_dir / STUDY_FILE, record.get("study_name"), configs, reason, requeue=True)
+    ended = mark_ended(exp_dir, known, record, say)
     if moved or failed:
         say(
             f"reconciled with Ray's last snapshot: {len(moved)} trial folder(s) it does not know moved to "
             f"{ORPHANED_DIR}/, {len(failed)} Optuna trial(s) left RUNNING marked FAIL"
         )
-    return {"moved": moved, "failed": failed}
+    return {"moved": moved, "failed": failed, "ended": ended}
+
+
+def _last_row(trial_dir: Path) -> dict | None:
+    try:
+        lines = (trial_dir / RESULT_FILE).read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except ValueError:  # a line cut short
+            continue
+    return None
+
+
+def mark_ended(exp_dir: Path, known: dict[str, dict], record: dict, say: Say) -> list[str]:
+    """Trials that ended after Ray's snapshot (their result.json's last row is ``done``, the
+    snapshot says otherwise) are marked TERMINATED in the snapshot, so Tune does not run them
+    again, and a RUNNING Optuna trial of theirs is told that row's value. Return their ids."""
+    ended = {}
+    for trial_id, trial in known.items():
+        row = _last_row(exp_dir / trial_dirname(trial_id))
+        if trial["status"] not in ("TERMINATED", "ERROR") and row and row.get("done") is True:
+            ended[trial_id] = row
+    if not ended:
+        return []
+    state_file = sorted((p for p in exp_dir.glob(EXPERIMENT_STATE_GLOB) if _readable(p)), key=lambda p: p.name)[-1]
+    state = json.loads(state_file.read_text())
+    for entry in state.get("trial_data", []):
+        trial = json.loads(entry[0])
+        if str(trial.get("trial_id")) in ended:
+            trial["status"] = "TERMINATED"
+            entry[0] = json.dumps(trial, indent=2)
+    tmp = state_file.with_name(state_file.name + ".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, state_file)
+    metric = (record.get("spec") or {}).get("metric")
+    if metric and (exp_dir / STUDY_FILE).exists() and record.get("study_name"):
+        import optuna
+        from optuna.trial import TrialState
+
+        study = optuna.load_study(study_name=record["study_name"], storage=f"sqlite:///{exp_dir / STUDY_FILE}")
+        for trial_id, row in ended.items():
+            config, value = known[trial_id]["config"], row.get(metric)
+            for ot in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if value is not None and ot.params and _same_point(ot.params, config):
+                    study.tell(ot.number, float(value))
+                    break
+    say(f"{len(ended)} trial(s) that ended after Ray's last snapshot kept as ended (not run again)")
+    return sorted(ended)
 
 
 def restart_folder(exp_dir: Path, say: Say) -> None:

@@ -73,7 +73,23 @@ def test_reconcile_moves_unknown_trials_aside_and_fails_their_optuna_trials(tmp_
     assert after[4].system_attrs["fixed_params"] == W
     assert "2 trial folder(s)" in said[0] and "2 Optuna trial(s)" in said[0]
     again = recovery.reconcile(exp_dir, {"study_name": "s"}, said.append)  # a second resume: nothing left
-    assert again == {"moved": [], "failed": []}
+    assert again == {"moved": [], "failed": [], "ended": []}
+
+
+def test_a_trial_that_ended_after_the_snapshot_is_kept_as_ended_and_told_once(tmp_path):
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    study = _study(exp_dir)
+    _snapshot(exp_dir, {"a": ("TERMINATED", study.trials[0].params), "b": ("RUNNING", B)})
+    for trial_id, row in (("a", {"kid": 0.5, "done": True}), ("b", {"kid": 0.3, "done": True})):
+        (exp_dir / trial_dirname(trial_id)).mkdir()
+        (exp_dir / trial_dirname(trial_id) / "result.json").write_text(json.dumps(row) + "\n")
+    record = {"study_name": "s", "spec": {"metric": "kid"}}
+    assert recovery.reconcile(exp_dir, record, lambda _: None)["ended"] == ["b"]
+    assert recovery.snapshot_trials(exp_dir)["b"]["status"] == "TERMINATED"  # Tune will not run it again
+    after = optuna.load_study(study_name="s", storage=f"sqlite:///{exp_dir / STUDY_FILE}").trials
+    assert after[1].state == TrialState.COMPLETE and after[1].value == 0.3
+    assert recovery.reconcile(exp_dir, record, lambda _: None)["ended"] == []
 
 
 def test_a_snapshot_without_trials_is_a_search_that_never_started(tmp_path):
