@@ -7,6 +7,7 @@ runs the rest in a couple of minutes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -36,6 +37,57 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (held open together while they are picked)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+def ray_node_ports() -> list[str]:
+    """`ray start` options giving a node its own free ports (a shared machine runs other Rays)."""
+    names = ("node-manager", "object-manager", "dashboard-agent-grpc", "dashboard-agent-listen",
+             "runtime-env-agent", "metrics-export")  # fmt: skip
+    return [f"--{name}-port={port}" for name, port in zip(names, free_ports(len(names)))]
+
+
+def processes_under(temp_dir: str) -> list[int]:
+    """PIDs of the processes whose command line names this test's temp dir (only ours do)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if temp_dir.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+    return pids
+
+
+def wait_for_ray_nodes(address: str, n: int, env: dict, log: Path | None = None, timeout: float = 120) -> None:
+    """Wait until the cluster at ``address`` has ``n`` live nodes; else fail with what was seen
+    (and the tail of ``log``, the `ray start` output)."""
+    probe = (
+        "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False, logging_level='ERROR'); "
+        "print(sum(1 for node in ray.nodes() if node['Alive']))"
+    )
+    deadline, seen = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        try:  # a head that never came up makes ray.init wait on it for minutes
+            out = subprocess.run(
+                [sys.executable, "-c", probe, address], capture_output=True, text=True, env=env, timeout=60
+            )
+        except subprocess.TimeoutExpired:
+            seen = "ray.init did not connect within 60 s"
+            continue
+        if out.returncode == 0 and out.stdout.strip().splitlines() and int(out.stdout.split()[-1]) >= n:
+            return
+        seen = out.stdout.strip()[-300:] or out.stderr.strip()[-300:]
+        time.sleep(1)
+    said = f"; ray start said:\n{log.read_text()[-1500:]}" if log is not None and log.exists() else ""
+    raise AssertionError(f"the cluster at {address} did not reach {n} live nodes: {seen}{said}")
 
 
 def dashboard_probe(port: int) -> int | None:

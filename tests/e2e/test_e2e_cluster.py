@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,35 +18,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO
+from conftest import REPO, free_port, processes_under, ray_node_ports, wait_for_ray_nodes
 
 CLUSTER = REPO / "platform" / "cluster"
-
-
-def _free_ports(n: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-
-
-def _node_ports() -> list[str]:
-    manager, objects, agent_grpc, agent_http, runtime_env, metrics, low = _free_ports(7)
-    return [f"--node-manager-port={manager}", f"--object-manager-port={objects}",
-            f"--dashboard-agent-grpc-port={agent_grpc}", f"--dashboard-agent-listen-port={agent_http}",
-            f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}"]  # fmt: skip
-
-
-def _processes_under(temp_dir: str) -> list[int]:
-    """PIDs of the processes whose command line names this test's temp dir (only ours do)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if temp_dir.encode() in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-    return pids
 
 
 def _parent(pid: int) -> int:
@@ -57,7 +30,7 @@ def _parent(pid: int) -> int:
 @pytest.fixture
 def cluster():
     temp_dir = tempfile.mkdtemp(prefix="/tmp/rc")  # short: Ray's socket paths must fit 107 bytes
-    port = _free_ports(1)[0]
+    port = free_port()
     address = f"127.0.0.1:{port}"
     # the head uses token authentication: every node and every driver that joins says so
     env = dict(os.environ, RAY_TMPDIR=temp_dir, RAY_AUTH_MODE="token")
@@ -67,9 +40,9 @@ def cluster():
     try:
         with (Path(temp_dir) / "logs-of-ray-start.txt").open("w") as log:
             for n, command in enumerate([head, worker, worker]):
-                command = [*command, f"--temp-dir={temp_dir}", "--block", *_node_ports()]
+                command = [*command, f"--temp-dir={temp_dir}", "--block", *ray_node_ports()]
                 started.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
-                _wait_for_nodes(address, n + 1, env)
+                wait_for_ray_nodes(address, n + 1, env, Path(temp_dir) / "logs-of-ray-start.txt")
             yield address, env, temp_dir
     finally:
         for proc in reversed(started):
@@ -77,30 +50,9 @@ def cluster():
         for proc in started:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=60)
-        for pid in _processes_under(temp_dir):  # anything `ray start --block` left behind
+        for pid in processes_under(temp_dir):  # anything `ray start --block` left behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _wait_for_nodes(address: str, n: int, env: dict, timeout: float = 120) -> None:
-    probe = (
-        "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False, logging_level='ERROR'); "
-        "print(sum(1 for node in ray.nodes() if node['Alive']))"
-    )
-    deadline, alive = time.monotonic() + timeout, 0
-    while time.monotonic() < deadline:
-        try:  # a head that never came up makes ray.init wait on it for minutes
-            out = subprocess.run(
-                [sys.executable, "-c", probe, address], capture_output=True, text=True, env=env, timeout=60
-            )
-        except subprocess.TimeoutExpired:
-            alive = "ray.init did not connect within 60 s"
-            continue
-        if out.returncode == 0 and out.stdout.strip().splitlines() and int(out.stdout.split()[-1]) >= n:
-            return
-        alive = out.stdout.strip() or out.stderr.strip()[-300:]
-        time.sleep(2)
-    raise AssertionError(f"the cluster at {address} did not reach {n} live nodes: {alive}")
 
 
 def _rows(trial: Path) -> list[dict]:

@@ -23,11 +23,10 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, free_port, run_search_cli
+from conftest import REPO, free_port, processes_under, ray_node_ports, run_search_cli, wait_for_ray_nodes
 
 from search_spaces.experiment import SMOKE_BUDGET
 
@@ -83,23 +82,6 @@ def _unshare_works() -> bool:
     return probe.returncode == 0
 
 
-def _processes_under(temp_dir: str) -> list[int]:
-    """PIDs of the processes whose command line names this test's temp dir (only ours do)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if temp_dir.encode() in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-    return pids
-
-
-def _ports() -> list[str]:
-    names = ("node-manager", "object-manager", "dashboard-agent-grpc", "dashboard-agent-listen",
-             "runtime-env-agent", "metrics-export")  # fmt: skip
-    return [f"--{name}-port={free_port()}" for name in names]
-
-
 @pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -m` (a mount namespace) for a node's own view")
 def test_a_local_storage_path_a_worker_node_cannot_see_is_refused_before_any_trial(tmp_path, monkeypatch):
     storage = tmp_path / "runs"
@@ -108,11 +90,11 @@ def test_a_local_storage_path_a_worker_node_cannot_see_is_refused_before_any_tri
     port = free_port()
     address = f"127.0.0.1:{port}"
     ray_start = [sys.executable, "-m", "ray.scripts.scripts", "start", f"--temp-dir={temp_dir}", "--block"]
-    head = [*ray_start, "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", *_ports()]
+    head = [*ray_start, "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", *ray_node_ports()]
     # the worker node: its own mount namespace, where the storage folder is an empty tmpfs
     worker = ["unshare", "-m", "--propagation", "private", "sh", "-c",
               f'mount -t tmpfs tmpfs "{storage}" && exec "$@"', "sh",
-              *ray_start, f"--address={address}", "--num-cpus=1", *_ports()]  # fmt: skip
+              *ray_start, f"--address={address}", "--num-cpus=1", *ray_node_ports()]  # fmt: skip
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # Ray's default for a cluster; the driver joins with it too
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     env = dict(os.environ, RAY_TMPDIR=temp_dir)
@@ -121,7 +103,7 @@ def test_a_local_storage_path_a_worker_node_cannot_see_is_refused_before_any_tri
         with (Path(temp_dir) / "ray-start.log").open("w") as log:
             for n, command in enumerate([head, worker]):
                 started.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
-                _wait_for_nodes(address, n + 1, env, temp_dir)
+                wait_for_ray_nodes(address, n + 1, env, Path(temp_dir) / "ray-start.log")
         done, _ = run_search_cli(
             "--space", "smoke.yaml", "--smoke-test", "--storage-path", str(storage), "--address", address,
             "--no-calibration", timeout=300,
@@ -132,7 +114,7 @@ def test_a_local_storage_path_a_worker_node_cannot_see_is_refused_before_any_tri
         for proc in started:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=30)
-        for pid in _processes_under(temp_dir):
+        for pid in processes_under(temp_dir):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -143,25 +125,3 @@ def test_a_local_storage_path_a_worker_node_cannot_see_is_refused_before_any_tri
     assert "does not see the driver's probe file there" in errors[0] and "not a filesystem every node" in errors[0]
     assert "Traceback" not in done.stdout and "Trial status" not in done.stdout
     assert not list(storage.rglob("trial_*")) and not list(storage.rglob("search.json"))
-
-
-def _wait_for_nodes(address: str, n: int, env: dict, temp_dir: str, timeout: float = 120) -> None:
-    check = (
-        "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False, logging_level='ERROR'); "
-        "print(sum(1 for node in ray.nodes() if node['Alive']))"
-    )
-    deadline, seen = time.monotonic() + timeout, ""
-    while time.monotonic() < deadline:
-        try:  # a head that never came up makes ray.init wait on it for minutes
-            out = subprocess.run(
-                [sys.executable, "-c", check, address], env=env, capture_output=True, text=True, timeout=60
-            )
-        except subprocess.TimeoutExpired:
-            seen = "ray.init did not connect within 60 s"
-            continue
-        if out.returncode == 0 and out.stdout.split()[-1:] == [str(n)]:
-            return
-        seen = out.stdout.strip()[-300:] or out.stderr.strip()[-300:]
-        time.sleep(1)
-    log = (Path(temp_dir) / "ray-start.log").read_text()[-1500:]
-    raise AssertionError(f"{n} Ray node(s) did not come up ({seen}); ray start said:\n{log}")
