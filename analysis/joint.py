@@ -237,11 +237,11 @@ def _answer(exp: Experiment, ranked: pd.DataFrame, warm: pd.DataFrame, importanc
 def _sample_section(
     exp: Experiment, ranked: pd.DataFrame, evaluations: pd.DataFrame, out_dir: Path, suffix: str
 ) -> list[Block]:
-    from trainables.data import load_mnist  # torch: only when a report shows real digits
+    from trainables.data import load_mnist_arrays
 
     metric = exp.metric
-    real, _ = load_mnist(train=False)
-    panels: list[tuple[str, Any]] = [("real MNIST (test set, first 64)", image_grid(real[:64].numpy()))]
+    real, _ = load_mnist_arrays(train=False)
+    panels: list[tuple[str, Any]] = [("real MNIST (test set, first 64)", image_grid(real[:64]))]
     sources = []
     for _, trial in ranked[ranked["rank"].notna()].head(TOP_SAMPLES).iterrows():
         png, note = checkpoint_samples(trial, evaluations, exp.mode, metric)

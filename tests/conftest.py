@@ -3,7 +3,8 @@ entry point on smoke.yaml: real Ray cluster, real MNIST, real Optuna SQLite stud
 experiment folder to every test that reads one.
 
 Every test under tests/e2e/ is marked ``e2e`` (it starts a real Ray cluster): ``pytest -m "not e2e"``
-runs the rest in a couple of minutes."""
+runs the rest in under two minutes, spread over one pytest-xdist worker per CPU (``-n 0`` runs
+everything in this process, for ``--pdb`` or a debugger)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,28 @@ SEARCH_TIMEOUT_S = 900
 E2E_DIR = Path(__file__).resolve().parent / "e2e"
 
 
+def pytest_configure(config):
+    # pytest-xdist (addopts in pyproject.toml: one worker per CPU) runs the tests in worker
+    # processes; torch's default of one thread per CPU in each of them would oversubscribe the
+    # machine, so each worker gets its share of the CPUs
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cpus // workers))
+
+
 def pytest_collection_modifyitems(config, items):
+    # xdist groups (--dist loadgroup): the real Ray searches form one group, so they run one after
+    # another on one worker, never two clusters at once on a machine sized for one; every other
+    # test file is a group of its own, so its module-scoped fixtures are built once, not per worker
     for item in items:
         if E2E_DIR in Path(item.path).parents:
             item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.xdist_group("e2e"))
+        else:
+            item.add_marker(pytest.mark.xdist_group(Path(item.path).relative_to(REPO).as_posix()))
 
 
 def free_port() -> int:

@@ -21,9 +21,12 @@ import tarfile
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 # SHA-256 of the uncompressed IDX files.
 MNIST_SHA256 = {
@@ -177,8 +180,8 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def load_mnist(train: bool, root: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load the MNIST training (60k) or test (10k) split.
+def load_mnist_arrays(train: bool, root: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Load an MNIST split as numpy arrays without importing torch (reports use this).
 
     Returns ``images`` uint8 [N, 1, 28, 28] (0..255) and ``labels`` int64 [N].
     """
@@ -186,6 +189,15 @@ def load_mnist(train: bool, root: str | os.PathLike | None = None) -> tuple[torc
     prefix = "train" if train else "t10k"
     images = _read_idx(folder / f"{prefix}-images-idx3-ubyte")
     labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte")
-    images_t = torch.from_numpy(images.copy()).unsqueeze(1)
-    labels_t = torch.from_numpy(labels.astype(np.int64))
-    return images_t, labels_t
+    return images.reshape(-1, 1, 28, 28).copy(), labels.astype(np.int64)
+
+
+def load_mnist(train: bool, root: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load the MNIST training (60k) or test (10k) split.
+
+    Returns ``images`` uint8 [N, 1, 28, 28] (0..255) and ``labels`` int64 [N].
+    """
+    import torch
+
+    images, labels = load_mnist_arrays(train, root)
+    return torch.from_numpy(images), torch.from_numpy(labels)
