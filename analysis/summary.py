@@ -49,7 +49,16 @@ def _state_lines(exp: Experiment) -> list[str]:
     counts = status_counts(exp.trials)
     lines = []
     if counts[ERRORED]:
-        lines.append(f"{counts[ERRORED]} trial(s) errored; see error.txt in their trial folders")
+        first = exp.trials[exp.trials["status"] == ERRORED].iloc[0]
+        again = (
+            ""
+            if exp.search.get("storage_uri")
+            else "; once the cause is fixed, --resume (the command below) runs them again from their last checkpoint"
+        )
+        lines.append(
+            f"{counts[ERRORED]} trial(s) errored (trial {first['trial_id']}: {first['stop_reason']}); "
+            f"see error.txt in their trial folders{again}"
+        )
     ended, wanted = progress(exp)
     if wanted is not None and ended < wanted:
         how = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from fake_experiment import (
+    ERROR_LINE,
     OTHER_PROTOCOL,
     SMOKE_WARM,
     FakeExperiment,
@@ -66,7 +67,10 @@ def test_errored_and_unfinished_trials_make_the_search_incomplete(tmp_path):
     exp.finish(study=False)
     text = closing_summary(exp.exp_dir, write_report=False)
     assert f"3 trials in {exp.exp_dir}" in text
-    assert "1 trial(s) errored; see error.txt in their trial folders" in text
+    assert (
+        f"1 trial(s) errored (trial c0000_00001: {ERROR_LINE}); see error.txt in their trial folders; once the "
+        "cause is fixed, --resume (the command below) runs them again from their last checkpoint"
+    ) in text
     # spec budget: 6 trials; two ended (stopped, errored), one interrupted, three never started
     assert "the search is incomplete (2 of 6 trials ended): resume it with the command below" in text
     assert not (exp.exp_dir / "report").exists() and "report: /" not in text
