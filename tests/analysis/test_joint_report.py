@@ -13,11 +13,14 @@ from __future__ import annotations
 import base64
 import json
 import math
+import subprocess
+import sys
 from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 from fake_experiment import (
     ERROR_LINE,
     OTHER_PROTOCOL,
@@ -191,3 +194,17 @@ def test_a_new_report_removes_the_plots_it_does_not_redraw(smoke_dir, tmp_path):
     (out / "mine.png").write_bytes(b"not a report plot")
     write_report(smoke_dir, out_dir=out)
     assert not (out / "pareto_0123456789ab.png").exists() and (out / "mine.png").exists()
+
+
+def test_a_report_with_real_digits_is_written_without_torch(tmp_path):
+    """The report's sample panel reads MNIST as numpy (trainables.data.load_mnist_arrays): a
+    report written in a fresh process loads no torch, which would cost seconds on every report."""
+    exp = smoke_like(tmp_path)
+    code = (
+        "import sys; from analysis.report import write_report; write_report(sys.argv[1]); print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(exp.exp_dir)], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split()[-1] == "False", out.stdout + out.stderr
+    assert (exp.exp_dir / "report" / "samples_vs_mnist.png").stat().st_size > 0
