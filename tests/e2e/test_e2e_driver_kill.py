@@ -2,13 +2,16 @@
 SIGKILL at four moments (during calibration, right after the first trials start, mid-trial,
 during the closing report), its local Ray cluster left running as a real crash leaves it; then
 the printed resume command finishes the search with exactly the requested trials, none run
-again, none left RUNNING in the Optuna study, no point proposed twice, and the report written."""
+again, none left RUNNING in the Optuna study, no point proposed twice, and the report written.
+Disk trouble too: a full disk under the whole experiment, and a checkpoint write that fails in
+one trial only."""
 
 import json
 import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pytest
 from conftest import REPO, run_search_cli
 
 from search_spaces import recovery
-from trainables.layout import DRIVER_FILE, ORPHANED_DIR, REPORT_DIR, REPORT_MD, SEARCH_FILE
+from trainables.layout import DRIVER_FILE, ERROR_FILE, ORPHANED_DIR, REPORT_DIR, REPORT_MD, SEARCH_FILE, STATE_FILE
 
 TRIALS, ITERATIONS = 3, 40
 
@@ -213,3 +216,79 @@ def test_a_full_disk_stops_the_search_with_one_line_and_resume_completes_it(tmp_
         assert restored == cut_short, result["out"][-3000:]
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+# Loaded by every Python process of the search (the driver, Ray's workers) through PYTHONPATH: the
+# atomic rename that completes a checkpoint's training-state file fails with ENOSPC in one trial.
+# Ray moves each trial's worker into working_dirs/<trial folder>; the first trial to write a
+# checkpoint claims the fault (its folder name in the claim file, created exclusively), and every
+# later write of that trial, its retry's too, fails. Real processes and a real OSError; nothing of
+# the project is replaced.
+_WRITE_ERROR = f"""
+import errno, os
+
+_claim = os.environ.get("NCSN_TEST_WRITE_ERROR_CLAIM")
+
+
+def _is_target(trial):
+    try:
+        fd = os.open(_claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        with open(_claim) as f:
+            return f.read() == trial
+    with os.fdopen(fd, "w") as f:
+        f.write(trial)
+    return True
+
+
+if _claim:
+    _replace = os.replace
+
+    def _replace_or_fail(src, dst, *args, **kwargs):
+        trial = os.path.basename(os.getcwd())
+        if os.path.basename(os.fspath(dst)) == {STATE_FILE!r} and trial.startswith("trial_") and _is_target(trial):
+            raise OSError(errno.ENOSPC, "No space left on device (injected by the test)", os.fspath(dst))
+        return _replace(src, dst, *args, **kwargs)
+
+    os.replace = _replace_or_fail
+"""
+
+
+def test_a_failing_checkpoint_write_ends_that_trial_with_its_reason_and_resume_completes_it(tmp_path, leftovers):
+    """Every checkpoint write of one trial fails (ENOSPC, injected): that trial alone ends
+    errored, after its retry, with the error on record (error.txt, the closing summary); the other
+    trials finish and the study holds them, none RUNNING; --resume without the fault runs the
+    errored trial again and completes the search: every trial COMPLETE in the study once."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(textwrap.dedent(_WRITE_ERROR))
+    storage, exp_dir = tmp_path / "runs", tmp_path / "runs" / "write"
+    leftovers.append(exp_dir)
+    args = _search(storage, "write", "--num-trials", str(TRIALS), "--no-calibration", "--max-failures", "1")
+    path = os.pathsep.join(p for p in (str(inject), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path, NCSN_TEST_WRITE_ERROR_CLAIM=str(inject / "claim"))
+    first = subprocess.run(
+        [sys.executable, "platform/run_search.py", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    out = first.stdout + first.stderr
+    trials = _trials(exp_dir)
+    assert len(trials) == TRIALS, (first.returncode, out[-4000:])
+    broken = [t for t in trials if t.name == (inject / "claim").read_text()]
+    assert len(broken) == 1, ((inject / "claim").read_text(), [t.name for t in trials])
+    reason = (broken[0] / ERROR_FILE).read_text()
+    assert "No space left on device (injected by the test)" in reason, reason[-2000:]
+    assert "1 trial(s) errored" in out and "(injected by the test)" in out, out[-3000:]
+    assert first.returncode == 0, out[-3000:]  # an errored trial ended; the search itself did not fail
+    for trial in trials:
+        if trial is not broken[0]:
+            assert _finished(_rows(trial)) and not (trial / ERROR_FILE).exists(), trial.name
+    study_name = json.loads((exp_dir / SEARCH_FILE).read_text())["study_name"]
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{exp_dir / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == TRIALS - 1, states
+    assert states.count(optuna.trial.TrialState.FAIL) == 1 and optuna.trial.TrialState.RUNNING not in states
+    before = {t.name: _rows(t) for t in trials}
+    result = _resume_and_check(_search(storage, "write"), exp_dir, before)
+    assert _finished(_rows(broken[0]))
+    assert "trial(s) errored" not in result["out"], result["out"][-2000:]
