@@ -211,10 +211,14 @@ def ray_cluster(options: SearchOptions, say: Say) -> Iterator[dict]:
         ray.shutdown()
 
 
+class StorageUnreachable(ValueError):
+    """A node of the cluster cannot use ``--storage-path``: raised before any trial starts."""
+
+
 def check_every_node(storage_path: str, timeout_s: float = 120.0) -> None:
     """On a cluster of more than one alive node, a tiny task on each node (pinned to it) reads a
     probe file the driver wrote under the storage and writes, reads and deletes one of its own;
-    ``ValueError`` with one line naming the first node that cannot, before any trial starts. A
+    :class:`StorageUnreachable` with one line naming the first node that cannot, before any trial starts. A
     local folder that is not on a filesystem every node mounts fails here."""
     import uuid
 
@@ -246,11 +250,11 @@ def check_every_node(storage_path: str, timeout_s: float = 120.0) -> None:
             continue
         at = f"node {node['NodeManagerAddress']} ({node['NodeID'][:8]})"
         if storage.is_uri(storage_path):
-            raise ValueError(
+            raise StorageUnreachable(
                 f"--storage-path {where}: {at} cannot use it ({why}); give every node the "
                 f"credentials and endpoint in its environment, or another storage"
             )
-        raise ValueError(
+        raise StorageUnreachable(
             f"--storage-path {where}: {at} {why} (a local folder, not a filesystem every node "
             f"mounts); give a folder on NFS or another shared filesystem mounted at the same path "
             f"on every node, or a storage URI such as s3://bucket/prefix"

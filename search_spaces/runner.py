@@ -10,7 +10,9 @@ inside a trial lives in :mod:`trainables`. The closing summary and the report ar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
 import uuid
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from search_spaces import joint, recovery, sampler
 from search_spaces.errors import SpecError
 from search_spaces.experiment import (
     Say,
+    StorageUnreachable,
     base_record,
     check_folder,
     experiment_dir,
@@ -60,6 +63,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
             raise ValueError(f"--name {options.name!r}: {err.problem}; give e.g. --name sigmas-2") from None
     kind = kind_of(spec, options)
     exp_dir = experiment_dir(options, kind.default_name(spec))
+    fresh = not options.resume and not exp_dir.exists()
     recovery.check_not_running(exp_dir)
     if options.resume:
         recovery.restore_readable_snapshot(exp_dir, say)
@@ -76,7 +80,13 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
     else:
         prepared = kind.prepare(spec, options)
     recovery.write_driver(exp_dir, spec, options)
-    with ray_cluster(options, say) as resources:
+    with contextlib.ExitStack() as cluster:
+        try:
+            resources = cluster.enter_context(ray_cluster(options, say))
+        except StorageUnreachable:
+            if fresh:  # refused before any trial started: a new search leaves nothing behind
+                shutil.rmtree(exp_dir, ignore_errors=True)
+            raise
         recovery.record_cluster(exp_dir, local=not options.address)
         gpus = float(resources.get("GPU", 0))
         if options.resume:

@@ -124,4 +124,4 @@ def test_a_local_storage_path_a_worker_node_cannot_see_is_refused_before_any_tri
     assert re.search(rf"--storage-path {re.escape(str(storage))}: node \S+ \([0-9a-f]{{8}}\) ", errors[0]), errors[0]
     assert "does not see the driver's probe file there" in errors[0] and "not a filesystem every node" in errors[0]
     assert "Traceback" not in done.stdout and "Trial status" not in done.stdout
-    assert not list(storage.rglob("trial_*")) and not list(storage.rglob("search.json"))
+    assert not list(storage.iterdir()), list(storage.rglob("*"))  # not even the experiment folder
