@@ -40,6 +40,20 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, cpus // workers))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures(...)``): many
+    small tensors, where a second OpenMP thread only adds wake-ups and spin-waiting (a 64 x 64
+    eigendecomposition took 100 ms instead of 1 ms on a busy 2-core machine; Langevin chains of
+    tiny ops ran 20x slower), or code that runs as a one-CPU Ray task does."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if E2E_DIR in Path(item.path).parents:

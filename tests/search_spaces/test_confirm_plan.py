@@ -21,15 +21,7 @@ from trainables import known_answers, quality
 from trainables.layout import CONFIRM_DIR, CONFIRM_SUMMARY, CONFIRM_TOP, WARM_2019, WARM_NCSNV2
 from trainables.metrics import TIED, WORSE
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these tensors are small, and on a busy machine a second thread's wake-ups
-    cost more than it saves (a 64 x 64 eigendecomposition took 100 ms instead of 1 ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_defaults_are_sized_to_the_budget_and_the_spec_or_flags_override_them():

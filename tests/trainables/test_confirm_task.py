@@ -28,17 +28,11 @@ CONFIG = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """As a task with one CPU runs (search_spaces/confirm.py gives it a thread per CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, one_thread):
+def checkpoint(tmp_path_factory, one_torch_thread):
     """A checkpoint folder as the training trainable writes it, after 2 iterations."""
     folder = tmp_path_factory.mktemp("trial") / "checkpoint_000000"
     folder.mkdir()

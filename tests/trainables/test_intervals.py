@@ -11,15 +11,7 @@ from trainables import intervals, known_answers, quality
 from trainables.data import load_mnist
 from trainables.metrics import INTERVALS, METRICS, hi_key, lo_key
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these tensors are small, and on a busy machine a second thread's wake-ups
-    cost more than it saves (a 64 x 64 eigendecomposition took 100 ms instead of 1 ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- the counts formulas reproduce the sample's own values -------------------------------------

@@ -4,17 +4,10 @@ calibration table it prints, and the table orders the cases the way the metrics 
 import json
 
 import pytest
-import torch
 
 from trainables import known_answers
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_quality_table_is_written_and_ranks_real_digits_first(tmp_path, capsys):

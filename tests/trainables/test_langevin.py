@@ -8,15 +8,7 @@ import torch
 from trainables.langevin import anneal_langevin, langevin_step_sizes
 from trainables.sigmas import geometric_sigmas, ncsnv2_step_objective
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These chains run thousands of tiny ops; on a shared 2-core machine a second OpenMP
-    # thread only adds spin-waiting (measured 20x slower under load).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------------------------
