@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -152,17 +153,36 @@ def dashboard_probe(port: int) -> int | None:
         return None
 
 
-def run_search_cli(*args: str, timeout: float = SEARCH_TIMEOUT_S, probe_port: int | None = None):
-    """Run platform/run_search.py; return (completed process, dashboard status seen or None)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
+def start_search(*args: str, env: dict | None = None, stderr=subprocess.STDOUT) -> subprocess.Popen:
+    """platform/run_search.py started in the background from the repository, output unbuffered
+    and piped as text (stderr into stdout unless ``stderr`` says otherwise); ``env`` defaults to
+    this process's environment."""
+    return subprocess.Popen(
         [sys.executable, "platform/run_search.py", *args],
         cwd=REPO,
-        env=env,
+        env=dict(os.environ if env is None else env, PYTHONUNBUFFERED="1"),
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=stderr,
         text=True,
     )
+
+
+def stop_ray_nodes(started: list[subprocess.Popen], temp_dir: str, wait_s: float = 60) -> None:
+    """Stop the `ray start --block` processes a test started (SIGTERM, newest first), then kill
+    by PID whatever of theirs is left under the test's temp dir."""
+    for proc in reversed(started):
+        proc.send_signal(signal.SIGTERM)
+    for proc in started:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=wait_s)
+    for pid in processes_under(temp_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def run_search_cli(*args: str, timeout: float = SEARCH_TIMEOUT_S, probe_port: int | None = None):
+    """Run platform/run_search.py; return (completed process, dashboard status seen or None)."""
+    proc = start_search(*args)
     seen = None
     deadline = time.monotonic() + timeout
     while probe_port is not None and seen != 200 and proc.poll() is None and time.monotonic() < deadline:

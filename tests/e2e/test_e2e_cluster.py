@@ -6,19 +6,17 @@ holds exactly the requested trials. Torn down by the PIDs the test started."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, free_port, processes_under, ray_node_ports, wait_for_ray_nodes
+from conftest import REPO, free_port, ray_node_ports, start_search, stop_ray_nodes, wait_for_ray_nodes
 
 CLUSTER = REPO / "platform" / "cluster"
 
@@ -45,14 +43,7 @@ def cluster():
                 wait_for_ray_nodes(address, n + 1, env, Path(temp_dir) / "logs-of-ray-start.txt")
             yield address, env, temp_dir
     finally:
-        for proc in reversed(started):
-            proc.send_signal(signal.SIGTERM)
-        for proc in started:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=60)
-        for pid in processes_under(temp_dir):  # anything `ray start --block` left behind
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        stop_ray_nodes(started, temp_dir)
 
 
 def _rows(trial: Path) -> list[dict]:
@@ -77,8 +68,7 @@ def test_killing_a_worker_node_mid_trial_loses_no_trial(cluster, tmp_path):
             "--no-calibration", "--no-report"]  # fmt: skip
     exp_dir = storage / "smoke"
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "platform/run_search.py", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = start_search(*args, env=env)
     victim, deadline = None, time.monotonic() + 600
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
         for trial in _trials(exp_dir):

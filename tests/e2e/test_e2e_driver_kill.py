@@ -17,7 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, run_search_cli
+from conftest import REPO, run_search_cli, start_search
 
 from search_spaces import recovery
 from trainables.layout import DRIVER_FILE, ERROR_FILE, ORPHANED_DIR, REPORT_DIR, REPORT_MD, SEARCH_FILE, STATE_FILE
@@ -66,14 +66,7 @@ def _search(storage: Path, name: str, *extra: str) -> list[str]:
 
 def _kill_when(args: list[str], ready, what: str, timeout: float = 300, **env: str) -> str:
     """Start the search, SIGKILL its driver (only the driver) once ``ready()``; its output."""
-    proc = subprocess.Popen(
-        [sys.executable, "platform/run_search.py", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1", **env),
-    )
+    proc = start_search(*args, env=dict(os.environ, **env))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None and not ready():
         time.sleep(0.02)
@@ -185,14 +178,7 @@ def test_a_full_disk_stops_the_search_with_one_line_and_resume_completes_it(tmp_
         storage, exp_dir = disk / "runs", disk / "runs" / "full"
         leftovers.append(exp_dir)
         args = _search(storage, "full", "--num-trials", str(TRIALS), "--no-calibration")
-        proc = subprocess.Popen(
-            [sys.executable, "platform/run_search.py", *args],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
+        proc = start_search(*args, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
             if any(_rows(t) for t in _trials(exp_dir)) and (exp_dir / "last_snapshot").is_dir():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, run_search_cli
+from conftest import REPO, run_search_cli, start_search
 
 from search_spaces.spec import load_spec, warm_start_points
 
@@ -121,14 +121,7 @@ def test_interrupted_search_resumes_without_repeating_trials(tmp_path):
         "--no-report",
     ]
     exp_dir = storage / "resumable"
-    proc = subprocess.Popen(
-        [sys.executable, "platform/run_search.py", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )
+    proc = start_search(*args)
     deadline = time.monotonic() + 600
     # Interrupt once some trial has finished but the search is far from done (two run at a time).
     while time.monotonic() < deadline and proc.poll() is None:
@@ -252,9 +245,7 @@ def test_a_trial_whose_worker_dies_resumes_from_its_checkpoint_and_stays_one_opt
     args = ["--space", str(space), "--storage-path", str(storage), "--num-trials", str(wanted), "--no-dashboard",
             "--no-calibration", "--no-report"]  # fmt: skip
     exp_dir = storage / "smoke"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "platform/run_search.py", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = start_search(*args)
     victim, deadline = None, time.monotonic() + 600
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
         for trial in trial_dirs(exp_dir) if exp_dir.exists() else []:

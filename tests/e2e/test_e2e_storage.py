@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, free_port, processes_under, ray_node_ports, run_search_cli, wait_for_ray_nodes
+from conftest import REPO, free_port, ray_node_ports, run_search_cli, stop_ray_nodes, wait_for_ray_nodes
 
 from search_spaces.experiment import SMOKE_BUDGET
 
@@ -109,14 +108,7 @@ def test_a_local_storage_path_a_worker_node_cannot_see_is_refused_before_any_tri
             "--no-calibration", timeout=300,
         )  # fmt: skip
     finally:
-        for proc in reversed(started):
-            proc.send_signal(signal.SIGTERM)
-        for proc in started:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=30)
-        for pid in processes_under(temp_dir):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        stop_ray_nodes(started, temp_dir, wait_s=30)
         shutil.rmtree(temp_dir, ignore_errors=True)
     assert done.returncode == 2, done.stdout[-3000:]
     errors = [line for line in done.stdout.splitlines() if line.startswith("run_search.py: error:")]
