@@ -34,12 +34,22 @@ def test_a_search_on_s3_stores_everything_in_the_bucket_and_reports_from_it(s3_b
     uri = f"s3://{s3_bucket.name}/runs"
     done, _ = run_search_cli(
         "--space", "smoke.yaml", "--smoke-test", "--storage-path", uri, "--no-dashboard", "--no-calibration",
-        timeout=300,
+        "--confirm", timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:]
     keys = s3_bucket.keys("runs/smoke/")
     names = {k.removeprefix("runs/smoke/") for k in keys}
     assert {"search.json", "spec.yaml", "optuna.db", "report/report.html", "report/leaderboard.csv"} <= names
+    # the confirmation stage ran on the checkpoints fetched from the bucket, and its results went back there
+    assert {"confirm/plan.json", "confirm/summary.json"} <= names, sorted(names)
+    plan = json.loads(s3_bucket.read("runs/smoke/confirm/plan.json"))
+    summary = json.loads(s3_bucket.read("runs/smoke/confirm/summary.json"))
+    assert summary["incomplete"] == [] and summary["best"] in {t["trial_id"] for t in plan["trials"]}
+    for trial in plan["trials"]:  # every (trial, seed) record is in the bucket
+        for seed in range(summary["settings"]["seeds"]):
+            prefix = f"confirm/trial_{trial['trial_id']}/seed{seed}_"
+            assert any(n.startswith(prefix) and n.endswith(".json") for n in names), prefix
+    assert "Confirmation: the top trials sampled again" in s3_bucket.read("runs/smoke/report/report.md").decode()
     assert json.loads(s3_bucket.read("runs/smoke/search.json"))["storage_uri"] == uri
     trials = sorted({n.split("/")[0] for n in names if n.startswith("trial_")})
     assert len(trials) == SMOKE_BUDGET["num_trials"]
