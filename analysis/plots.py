@@ -32,8 +32,8 @@ STATUS_COLORS = {
     UNFINISHED: "tab:gray",
 }
 DPI = 100
-# zlib level 1: the plots are flat colours and text, so it writes files ~1.3x the size of the
-# default level 6 in a fraction of the time (PNG encoding was the largest single cost of a report)
+# zlib level 1 instead of Pillow's default 6: on a 6-panel figure savefig took 0.25-0.28 s instead
+# of 0.32 s, for a file 1.4x the size (78 KB instead of 56 KB)
 PNG_OPTIONS = {"compress_level": 1}
 
 

@@ -189,7 +189,7 @@ def load_mnist_arrays(train: bool, root: str | os.PathLike | None = None) -> tup
     prefix = "train" if train else "t10k"
     images = _read_idx(folder / f"{prefix}-images-idx3-ubyte")
     labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte")
-    return images.reshape(-1, 1, 28, 28).copy(), labels.astype(np.int64)
+    return images[:, None].copy(), labels.astype(np.int64)
 
 
 def load_mnist(train: bool, root: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:

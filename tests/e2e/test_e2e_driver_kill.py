@@ -10,14 +10,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, run_search_cli, start_search
+from conftest import run_search_cli, start_search
 
 from search_spaces import recovery
 from trainables.layout import DRIVER_FILE, ERROR_FILE, ORPHANED_DIR, REPORT_DIR, REPORT_MD, SEARCH_FILE, STATE_FILE
@@ -252,12 +251,9 @@ def test_a_failing_checkpoint_write_ends_that_trial_with_its_reason_and_resume_c
     leftovers.append(exp_dir)
     args = _search(storage, "write", "--num-trials", str(TRIALS), "--no-calibration", "--max-failures", "1")
     path = os.pathsep.join(p for p in (str(inject), os.environ.get("PYTHONPATH", "")) if p)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path, NCSN_TEST_WRITE_ERROR_CLAIM=str(inject / "claim"))
-    first = subprocess.run(
-        [sys.executable, "platform/run_search.py", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    out = first.stdout + first.stderr
+    env = dict(os.environ, PYTHONPATH=path, NCSN_TEST_WRITE_ERROR_CLAIM=str(inject / "claim"))
+    first = start_search(*args, env=env)
+    out, _ = first.communicate(timeout=600)
     trials = _trials(exp_dir)
     assert len(trials) == TRIALS, (first.returncode, out[-4000:])
     broken = [t for t in trials if t.name == (inject / "claim").read_text()]
