@@ -10,7 +10,8 @@ With a storage URI (:mod:`trainables.storage`) Ray writes the trials to ``<URI>/
 folder above is the driver's local copy of it (:func:`trainables.storage.local_copy`): the driver's
 own files are written there and copied to the URI (:func:`copy_to_storage`, at the start and the
 end of ``Tuner.fit`` by :class:`search_spaces.storage_copies.StorageCopies`, and after the report),
-and the trials are brought back into it when ``Tuner.fit`` ends (:func:`fetch_from_storage`). On a
+and the trials are brought back into it when ``Tuner.fit`` ends (:func:`fetch_from_storage`; a
+``--resume`` brings everything first, :mod:`search_spaces.mirror`). On a
 cluster of more than one node, every node must see the storage before any trial starts
 (:func:`check_every_node`).
 """
@@ -102,7 +103,9 @@ def check_folder(exp_dir: Path, options: SearchOptions, kind: str) -> None:
             f"experiment folder {exp_dir} already exists; pass --resume to continue it or --name to start a new one"
         )
     elif (remote := _remote(options.storage_path, exp_dir)) is not None and storage.exists(remote):
-        raise ValueError(f"experiment {remote} already exists; pass --name to start a new one")
+        raise ValueError(
+            f"experiment {remote} already exists; pass --resume to continue it or --name to start a new one"
+        )
 
 
 def recorded_spec(exp_dir: Path) -> tuple[SearchSpec, dict]:

@@ -57,7 +57,7 @@ def check_options(options: SearchOptions) -> None:
     _check_address(options.address)
     if options.dashboard_port is not None:
         _check_port(options.dashboard_port)
-    _check_storage(options.storage_path, options.resume)
+    _check_storage(options.storage_path)
 
 
 def _check_counts(o: SearchOptions) -> None:
@@ -121,9 +121,9 @@ def _check_port(port: int) -> None:
             ) from None
 
 
-def _check_storage(storage_path: str, resume: bool = False) -> None:
+def _check_storage(storage_path: str) -> None:
     if _URI_RE.match(storage_path):
-        _check_storage_uri(storage_path, resume)
+        _check_storage_uri(storage_path)
         return
     path = Path(storage_path).expanduser()
     if path.exists() and not path.is_dir():
@@ -144,16 +144,11 @@ def _check_storage(storage_path: str, resume: bool = False) -> None:
     os.unlink(probe)
 
 
-def _check_storage_uri(uri: str, resume: bool) -> None:
+def _check_storage_uri(uri: str) -> None:
     """A URI pyarrow makes a filesystem for, where a probe file can be written, read and deleted
-    (trainables/storage.py); a resume from a URI is not done yet."""
+    (trainables/storage.py)."""
     from trainables import storage
 
-    if resume:
-        raise ValueError(
-            f"--resume with --storage-path {uri!r}: resuming a search kept at a storage URI is not "
-            f"supported yet; start a new search with --name"
-        )
     scheme = uri.split("://", 1)[0].lower()
     try:
         storage.filesystem(uri)

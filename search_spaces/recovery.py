@@ -27,6 +27,10 @@ Before ``Tuner.restore`` (:func:`reconcile`):
 - a snapshot without trials (the driver died before Ray's first trial) restores nothing: the
   search starts again from driver.json (:func:`restart_folder`).
 
+With a storage URI these steps act on the driver's local copy of ``<URI>/<name>/``, which
+:mod:`search_spaces.mirror` fills from the bucket first and whose changes it writes back before
+``Tuner.restore`` reads the bucket.
+
 Proposals are seeded per Optuna trial number (:class:`search_spaces.space.NumberSeeded`), so a
 sampler restored from a lagging snapshot never repeats an earlier trial's proposal. A trial
 whose snapshot names a checkpoint deleted since resumes from its newest surviving checkpoint, or
@@ -398,23 +402,24 @@ def fail_orphaned_trials(
 
 def reconcile(exp_dir: Path, record: dict, say: Say) -> dict:
     """Make the folder and the Optuna study agree with Ray's snapshot (see the module docstring);
-    return what was done: {"moved": [folder names], "failed": [Optuna trial numbers]}."""
+    return what was done: {"moved": [folder names], "moves": [(folder, where it went)], "failed":
+    [Optuna trial numbers], "ended": [trial ids kept as ended]}."""
     known = snapshot_trials(exp_dir)
     on_disk = sorted(p for p in exp_dir.glob(f"{TRIAL_PREFIX}*") if p.is_dir())
     names = {trial_dirname(trial_id) for trial_id in known}
-    moved = [_move_aside(exp_dir, p).name for p in on_disk if p.name not in names]
+    moves = [(p.name, _move_aside(exp_dir, p).relative_to(exp_dir).as_posix()) for p in on_disk if p.name not in names]
     # every trial of the snapshot keeps its Optuna trial (one that ended, but whose value a full
     # disk kept from the study, is told after the resumed search: tell_resumed)
     configs = [t["config"] for t in known.values()]
     reason = "the driver was killed after Optuna proposed this trial and before Ray's snapshot held it"
     failed = fail_orphaned_trials(exp_dir / STUDY_FILE, record.get("study_name"), configs, reason, requeue=True)
     ended = mark_ended(exp_dir, known, record, say)
-    if moved or failed:
+    if moves or failed:
         say(
-            f"reconciled with Ray's last snapshot: {len(moved)} trial folder(s) it does not know moved to "
+            f"reconciled with Ray's last snapshot: {len(moves)} trial folder(s) it does not know moved to "
             f"{ORPHANED_DIR}/, {len(failed)} Optuna trial(s) left RUNNING marked FAIL"
         )
-    return {"moved": moved, "failed": failed, "ended": ended}
+    return {"moved": [src for src, _ in moves], "moves": moves, "failed": failed, "ended": ended}
 
 
 def _last_row(trial_dir: Path) -> dict | None:
@@ -467,15 +472,17 @@ def mark_ended(exp_dir: Path, known: dict[str, dict], record: dict, say: Say) ->
     return sorted(ended)
 
 
-def restart_folder(exp_dir: Path, say: Say) -> None:
+def restart_folder(exp_dir: Path, say: Say) -> list[tuple[str, str]]:
     """Clear a folder whose driver stopped before Ray's first snapshot, for a fresh start: trial
-    folders to ``orphaned/``, its studies' unfinished trials FAIL, search.json aside."""
-    for folder in sorted(p for p in exp_dir.glob(f"{TRIAL_PREFIX}*") if p.is_dir()):
-        _move_aside(exp_dir, folder)
-    fail_orphaned_trials(exp_dir / STUDY_FILE, None, [], "the driver was killed before Ray's first snapshot")
+    folders to ``orphaned/``, its studies' unfinished trials FAIL, search.json aside. Return what
+    moved: (from, to), relative to ``exp_dir``."""
+    aside = sorted(p for p in exp_dir.glob(f"{TRIAL_PREFIX}*") if p.is_dir())
     if (exp_dir / SEARCH_FILE).exists():
-        _move_aside(exp_dir, exp_dir / SEARCH_FILE)
+        aside.append(exp_dir / SEARCH_FILE)
+    fail_orphaned_trials(exp_dir / STUDY_FILE, None, [], "the driver was killed before Ray's first snapshot")
+    moves = [(p.name, _move_aside(exp_dir, p).relative_to(exp_dir).as_posix()) for p in aside]
     say(f"{exp_dir}: the driver stopped before its trials were under way; starting the search again")
+    return moves
 
 
 def tell_resumed(exp_dir: Path, record: dict, results: Any, metric: str, say: Say) -> list[int]:

@@ -23,6 +23,7 @@ from search_spaces.experiment import (
     StorageUnreachable,
     base_record,
     check_folder,
+    copy_to_storage,
     experiment_dir,
     ray_cluster,
     ray_storage_path,
@@ -31,6 +32,7 @@ from search_spaces.experiment import (
     write_record,
 )
 from search_spaces.loading import parse_spec
+from search_spaces.mirror import Mirror, pull
 from search_spaces.options import SearchOptions, check_options
 from search_spaces.plan import SearchPlan
 from search_spaces.schema import SearchSpec
@@ -61,16 +63,20 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
             override(spec, name=options.name)
         except SpecError as err:
             raise ValueError(f"--name {options.name!r}: {err.problem}; give e.g. --name sigmas-2") from None
+    # a resume of a search kept at a storage URI: its recovery works on a local mirror of the bucket
+    mirror = _checked(experiment_dir(options, joint.default_name(spec)), options, say) if options.resume else None
     kind = kind_of(spec, options)
     exp_dir = experiment_dir(options, kind.default_name(spec))
+    if mirror is None or mirror.exp_dir != exp_dir:
+        mirror = _checked(exp_dir, options, say)
     fresh = not options.resume and not exp_dir.exists()
-    recovery.check_not_running(exp_dir)
     if options.resume:
         recovery.restore_readable_snapshot(exp_dir, say)
     if options.resume and recovery.never_started(exp_dir):
         spec, options = _started_with(exp_dir, options)  # killed before Ray's first snapshot
         recovery.stop_orphaned_cluster(exp_dir, say)
-        recovery.restart_folder(exp_dir, say)
+        mirror.moved(recovery.restart_folder(exp_dir, say))
+        _push(mirror, say)
         kind = kind_of(spec, options)
     else:
         check_folder(exp_dir, options, kind.KIND)
@@ -88,11 +94,13 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
                 shutil.rmtree(exp_dir, ignore_errors=True)
             raise
         recovery.record_cluster(exp_dir, local=not options.address)
+        copy_to_storage(options.storage_path, exp_dir, (DRIVER_FILE,))  # a resume elsewhere starts from it
         gpus = float(resources.get("GPU", 0))
         if options.resume:
             say(f"resuming the {kind.KIND} search {exp_dir} ({record.get('budget_mode')} budget)")
-            recovery.reconcile(exp_dir, record, say)
-            tuner = _restore_tuner(kind, spec, exp_dir, gpus)
+            mirror.moved(recovery.reconcile(exp_dir, record, say)["moves"])
+            _push(mirror, say)  # Tuner.restore reads the bucket
+            tuner = _restore_tuner(kind, spec, exp_dir, gpus, ray_storage_path(options, exp_dir))
         else:
             spec = kind.size(spec, options, gpus, say)
             plan = kind.plan(spec, prepared, options)
@@ -119,6 +127,29 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
         if options.resume:
             recovery.tell_resumed(exp_dir, record, results, spec.metric, say)
     return spec, exp_dir, results
+
+
+def _checked(exp_dir: Path, options: SearchOptions, say: Say) -> Mirror:
+    """Refuse a folder a live driver works on; on a resume of a search kept at a storage URI,
+    bring the bucket's copy into ``exp_dir`` first (:func:`search_spaces.mirror.pull`) and check
+    again with the driver.json it brought."""
+    recovery.check_not_running(exp_dir)
+    if not options.resume:
+        return Mirror(exp_dir)
+    pulled = pull(options.storage_path, exp_dir)
+    if pulled.remote is not None:
+        say(f"resuming from {pulled.remote}: its files (without the training state) copied into {exp_dir}")
+        recovery.check_not_running(exp_dir)
+    return pulled
+
+
+def _push(mirror: Mirror, say: Say) -> None:
+    done = mirror.push()
+    if any(done.values()):
+        say(
+            f"the recovery's changes written to {mirror.remote}: {done['moved']} file(s) moved, "
+            f"{done['uploaded']} uploaded, {done['deleted']} deleted"
+        )
 
 
 def _started_with(exp_dir: Path, options: SearchOptions) -> tuple[SearchSpec, SearchOptions]:
@@ -224,13 +255,17 @@ def _storage_callbacks(storage_path: str | None, exp_dir: Path) -> list | None:
     return [StorageCopies(storage_path, exp_dir)]
 
 
-def _restore_tuner(kind, spec: SearchSpec, exp_dir: Path, gpus: float):
+def _restore_tuner(kind, spec: SearchSpec, exp_dir: Path, gpus: float, storage_path: str):
     """Continue an interrupted search: finished trials stay, unfinished ones resume from their
-    checkpoints, the searcher (with its Optuna study) proposes only the remaining trials."""
+    checkpoints, the searcher (with its Optuna study) proposes only the remaining trials. Ray
+    reads the experiment where it stores it: ``exp_dir``, or ``<URI>/<name>``."""
     from ray import tune
 
+    from trainables.storage import is_uri, join
+
+    where = join(storage_path, exp_dir.name) if is_uri(storage_path) else str(exp_dir)
     return tune.Tuner.restore(
-        str(exp_dir), _trainable(*kind.trainable(spec), spec, gpus), resume_unfinished=True, resume_errored=True
+        where, _trainable(*kind.trainable(spec), spec, gpus), resume_unfinished=True, resume_errored=True
     )
 
 

@@ -20,6 +20,7 @@ imported inside the functions that need it. Errors are ``ValueError`` with one l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -172,30 +173,69 @@ def upload(local: Path, uri: str, names: Iterable[str]) -> list[str]:
     return copied
 
 
-def download(uri: str, local: Path, skip: Iterable[str] = (TRAINING_STATE,)) -> int:
-    """Copy every file under ``uri`` into the folder ``local`` (made if missing), but files named
-    as in ``skip``; return how many were copied. ``ValueError`` when ``uri`` holds nothing."""
+def _files(uri: str) -> tuple[Any, list[tuple[str, str]]]:
+    """(filesystem, [(path on it, path relative to ``uri``)]) of every file under ``uri``."""
     import pyarrow.fs
 
     fs, root = filesystem(uri)
     root = root.rstrip("/")
-    skip = set(skip)
     infos = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True, recursive=True))
-    files = [i for i in infos if i.type == pyarrow.fs.FileType.File]
+    found = []
+    for info in infos:
+        relative = info.path[len(root) :].lstrip("/")
+        if info.type == pyarrow.fs.FileType.File and relative and ".." not in Path(relative).parts:
+            found.append((info.path, relative))
+    return fs, found
+
+
+def download(uri: str, local: Path, skip: Iterable[str] = (TRAINING_STATE,), keep: Iterable[str] = ()) -> int:
+    """Copy every file under ``uri`` into the folder ``local`` (made if missing), but files named
+    as in ``skip``, and the paths ``keep`` (relative to ``local``) where ``local`` has them
+    already; return how many were copied. ``ValueError`` when ``uri`` holds nothing."""
+    fs, files = _files(uri)
     if not files:
         raise ValueError(f"{uri} holds no files; check the URI (an experiment is <storage-path>/<name>)")
+    skip, keep = set(skip), set(keep)
     count = 0
-    for info in files:
-        relative = info.path[len(root) :].lstrip("/")
-        if not relative or Path(relative).name in skip or ".." in Path(relative).parts:
+    for path, relative in files:
+        if Path(relative).name in skip or (relative in keep and (local / relative).exists()):
             continue
         target = local / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f"{target.name}.part")
-        tmp.write_bytes(read_bytes(fs, info.path))
+        tmp.write_bytes(read_bytes(fs, path))
         os.replace(tmp, target)
         count += 1
     return count
+
+
+def move(source: str, target: str) -> int:
+    """Move the file or every file under the URI ``source`` to ``target`` (on an object store, a
+    copy on the server and a delete); return how many files moved."""
+    fs, files = _files(source)
+    _, target_root = filesystem(target)
+    target_root = target_root.rstrip("/")
+    if not files:  # a file, or nothing
+        _, path = filesystem(source)
+        import pyarrow.fs
+
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+            return 0
+        files = [(path, "")]
+    for path, relative in files:
+        fs.copy_file(path, f"{target_root}/{relative}" if relative else target_root)
+        fs.delete_file(path)
+    if files[0][1]:  # a folder: no empty folder markers left behind on an object store
+        with contextlib.suppress(OSError):
+            fs.delete_dir(filesystem(source)[1])
+    return len(files)
+
+
+def delete(uri: str) -> None:
+    """Delete the file ``uri`` (nothing when it is not there)."""
+    fs, path = filesystem(uri)
+    with contextlib.suppress(FileNotFoundError):
+        fs.delete_file(path)
 
 
 def cache_root() -> Path:

@@ -1,9 +1,11 @@
 """Storage every node can reach, on real Ray clusters.
 
 A smoke search with ``--storage-path s3://<bucket>/runs`` on an S3-compatible server started on
-127.0.0.1 (moto's server mode; endpoint and credentials in the environment as a user gives them):
-every trial's results and checkpoints, search.json, the spec copy, the Optuna study and the report
-land in the bucket, and ``platform/report.py s3://...`` writes a report from the bucket alone.
+127.0.0.1 (moto's server mode; endpoint and credentials in the environment as a user gives them),
+its driver killed mid-trial and resumed with another local cache (as from another machine): every
+trial's results and checkpoints, search.json, the spec copy, the Optuna study, the confirmation
+stage and the report land in the bucket, and ``platform/report.py s3://...`` writes a report from
+the bucket alone.
 
 A two-node cluster whose worker node sees another filesystem at the storage path (its own mount
 namespace with an empty tmpfs there, as a node without the NFS mount would): the search is refused
@@ -18,27 +20,86 @@ import json
 import os
 import re
 import shutil
-import sqlite3
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import optuna
 import pytest
-from conftest import REPO, free_port, ray_node_ports, run_search_cli, stop_ray_nodes, wait_for_ray_nodes
+from conftest import REPO, free_port, ray_node_ports, run_search_cli, start_search, stop_ray_nodes, wait_for_ray_nodes
 
+from search_spaces import recovery
 from search_spaces.experiment import SMOKE_BUDGET
+from trainables.layout import ORPHANED_DIR
 
 
-def test_a_search_on_s3_stores_everything_in_the_bucket_and_reports_from_it(s3_bucket, tmp_path):
+def _bucket_rows(bucket, key: str) -> list[dict]:
+    rows = []
+    with contextlib.suppress(Exception):  # not there yet
+        for line in bucket.read(key).splitlines():
+            with contextlib.suppress(ValueError):
+                rows.append(json.loads(line))
+    return rows
+
+
+def _killed_mid_trial(bucket, args: list[str]) -> dict[str, list[dict]]:
+    """Start the search; SIGKILL its driver once the bucket holds a trial with a checkpoint and a
+    result that is not its last; the trials' rows in the bucket then."""
+    proc = start_search(*args)
+    deadline, rows = time.monotonic() + 300, {}
+    while time.monotonic() < deadline and proc.poll() is None:
+        keys = bucket.keys("runs/smoke/trial_")
+        trials = sorted({k.split("/")[2] for k in keys})
+        rows = {t: _bucket_rows(bucket, f"runs/smoke/{t}/result.json") for t in trials}
+        if any(
+            r and not r[-1].get("done") and any(k.startswith(f"runs/smoke/{t}/checkpoint_") for k in keys)
+            for t, r in rows.items()
+        ):
+            break
+        time.sleep(0.2)
+    alive = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=60)
+    assert alive, f"the search ended before a trial was mid-way:\n{out[-3000:]}"
+    return rows
+
+
+def test_a_search_on_s3_killed_mid_trial_resumes_from_the_bucket_and_stores_everything_there(
+    s3_bucket, tmp_path, monkeypatch
+):
+    """The driver is SIGKILLed mid-trial; --resume runs with another local cache (as on another
+    machine: the driver's own files come from the bucket too) and finishes the search from the
+    bucket: the killed trial goes on from its checkpoint there, the study holds exactly the
+    requested trials, and everything lands in the bucket."""
     uri = f"s3://{s3_bucket.name}/runs"
-    done, _ = run_search_cli(
-        "--space", "smoke.yaml", "--smoke-test", "--storage-path", uri, "--no-dashboard", "--no-calibration",
-        "--confirm", timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:]
+    args = ["--space", "smoke.yaml", "--smoke-test", "--storage-path", uri, "--no-dashboard", "--no-calibration"]
+    before = _killed_mid_trial(s3_bucket, args)
+    mid = [t for t, r in before.items() if r and not r[-1].get("done")]
+    first_copy = s3_bucket.cache / "s3" / s3_bucket.name / "runs" / "smoke"
+    monkeypatch.setenv("NCSN_STORAGE_CACHE", str(tmp_path / "resume-cache"))
+    exp_dir = tmp_path / "resume-cache" / "s3" / s3_bucket.name / "runs" / "smoke"
+    try:
+        again = [a for a in args if a != "--smoke-test"]  # a resume keeps the budget it started with
+        done, _ = run_search_cli(*again, "--resume", "--confirm", timeout=600)
+    finally:  # what the killed driver's cluster left, by PID
+        recovery.stop_orphaned_cluster(first_copy, lambda _: None)
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert f"resuming from {uri}/smoke" in done.stdout
     keys = s3_bucket.keys("runs/smoke/")
     names = {k.removeprefix("runs/smoke/") for k in keys}
+    for trial in mid:  # resumed from its checkpoint in the bucket, not from iteration 0
+        if f"{trial}/result.json" not in names:  # unknown to Ray's snapshot: moved aside, replaced
+            assert f"{ORPHANED_DIR}/{trial}/result.json" in names
+            continue
+        steps = [r["iterations"] for r in _bucket_rows(s3_bucket, f"runs/smoke/{trial}/result.json")]
+        assert steps.count(steps[0]) == 1 and steps[-1] == SMOKE_BUDGET["iterations"], (trial, steps)
+    for trial, rows in before.items():  # a trial that had ended did not run again
+        if rows and rows[-1].get("done") and f"{trial}/result.json" in names:
+            assert _bucket_rows(s3_bucket, f"runs/smoke/{trial}/result.json") == rows, trial
+    assert (exp_dir / "search.json").exists()  # the resume's local copy is the new cache's
     assert {"search.json", "spec.yaml", "optuna.db", "report/report.html", "report/leaderboard.csv"} <= names
     # the confirmation stage ran on the checkpoints fetched from the bucket, and its results went back there
     assert {"confirm/plan.json", "confirm/summary.json"} <= names, sorted(names)
@@ -52,7 +113,7 @@ def test_a_search_on_s3_stores_everything_in_the_bucket_and_reports_from_it(s3_b
     assert "Confirmation: the top trials sampled again" in s3_bucket.read("runs/smoke/report/report.md").decode()
     assert json.loads(s3_bucket.read("runs/smoke/search.json"))["storage_uri"] == uri
     trials = sorted({n.split("/")[0] for n in names if n.startswith("trial_")})
-    assert len(trials) == SMOKE_BUDGET["num_trials"]
+    assert len(trials) == SMOKE_BUDGET["num_trials"], trials
     for trial in trials:
         rows = [json.loads(line) for line in s3_bucket.read(f"runs/smoke/{trial}/result.json").splitlines()]
         assert rows and rows[-1]["trial_id"] == trial.removeprefix("trial_")
@@ -60,12 +121,17 @@ def test_a_search_on_s3_stores_everything_in_the_bucket_and_reports_from_it(s3_b
         assert checkpoints, f"{trial} has no checkpoint in the bucket"
         for name in ("state.pt", "samples.png", "metrics.json"):
             assert len(s3_bucket.read(f"runs/smoke/{trial}/{checkpoints[-1]}/{name}")) > 0
-    # the study in the bucket is the whole study, copied after the search: every trial COMPLETE
+    # the study in the bucket is the whole study, copied after the search: exactly the requested
+    # trials COMPLETE, at distinct points; any other is one the resume failed as orphaned
     db = tmp_path / "optuna.db"
     db.write_bytes(s3_bucket.read("runs/smoke/optuna.db"))
-    with contextlib.closing(sqlite3.connect(db)) as con:
-        states = [s for (s,) in con.execute("SELECT state FROM trials")]
-    assert states == ["COMPLETE"] * SMOKE_BUDGET["num_trials"]
+    study = optuna.load_study(study_name=json.loads(s3_bucket.read("runs/smoke/search.json"))["study_name"],
+                              storage=f"sqlite:///{db}")  # fmt: skip
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == SMOKE_BUDGET["num_trials"], [(t.number, t.state) for t in study.trials]
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == len(complete)
+    assert all(t.state == optuna.trial.TrialState.FAIL and "orphaned" in t.user_attrs
+               for t in study.trials if t not in complete)  # fmt: skip
     assert f"report:      python platform/report.py {uri}/smoke" in done.stdout
 
     # a report from the bucket alone: a new machine's copy (another cache), into --out

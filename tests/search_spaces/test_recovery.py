@@ -64,6 +64,7 @@ def test_reconcile_moves_unknown_trials_aside_and_fails_their_optuna_trials(tmp_
     said = []
     done = recovery.reconcile(exp_dir, {"study_name": "s"}, said.append)
     assert sorted(done["moved"]) == [trial_dirname("c"), trial_dirname("w")]
+    assert sorted(done["moves"]) == [(trial_dirname(t), f"{ORPHANED_DIR}/{trial_dirname(t)}") for t in ("c", "w")]
     assert sorted(p.name for p in (exp_dir / ORPHANED_DIR).iterdir()) == [trial_dirname("c"), trial_dirname("w")]
     assert sorted(p.name for p in exp_dir.glob("trial_*")) == [trial_dirname("a"), trial_dirname("b")]
     after = optuna.load_study(study_name="s", storage=f"sqlite:///{exp_dir / STUDY_FILE}").trials
@@ -73,7 +74,7 @@ def test_reconcile_moves_unknown_trials_aside_and_fails_their_optuna_trials(tmp_
     assert after[4].system_attrs["fixed_params"] == W
     assert "2 trial folder(s)" in said[0] and "2 Optuna trial(s)" in said[0]
     again = recovery.reconcile(exp_dir, {"study_name": "s"}, said.append)  # a second resume: nothing left
-    assert again == {"moved": [], "failed": [], "ended": []}
+    assert again == {"moved": [], "moves": [], "failed": [], "ended": []}
 
 
 def test_a_trial_that_ended_after_the_snapshot_is_kept_as_ended_and_told_once(tmp_path):
@@ -110,7 +111,8 @@ def test_restart_folder_clears_trials_and_fails_every_running_trial(tmp_path):
     _study(exp_dir)
     (exp_dir / SEARCH_FILE).write_text("{}")
     (exp_dir / trial_dirname("x")).mkdir()
-    recovery.restart_folder(exp_dir, lambda _: None)
+    moves = recovery.restart_folder(exp_dir, lambda _: None)
+    assert moves == [(name, f"{ORPHANED_DIR}/{name}") for name in (trial_dirname("x"), SEARCH_FILE)]
     assert not list(exp_dir.glob("trial_*")) and not (exp_dir / SEARCH_FILE).exists()
     assert sorted(p.name for p in (exp_dir / ORPHANED_DIR).iterdir()) == [SEARCH_FILE, trial_dirname("x")]
     states = [t.state for t in optuna.load_study(study_name="s", storage=f"sqlite:///{exp_dir / STUDY_FILE}").trials]

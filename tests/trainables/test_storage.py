@@ -66,3 +66,30 @@ def test_a_node_that_cannot_see_the_drivers_file_says_so(tmp_path):
     assert storage.node_probe(str(elsewhere), "from-driver", b"token") == "does not see the driver's probe file there"
     (elsewhere / "from-driver").write_bytes(b"another")
     assert "other bytes" in storage.node_probe(str(elsewhere), "from-driver", b"token")
+
+
+def _objects(bucket, prefix: str) -> list[str]:
+    """The keys that hold data (pyarrow may leave empty folder markers, keys ending in /)."""
+    return [k for k in bucket.keys(prefix) if not k.endswith("/")]
+
+
+def test_move_takes_a_folder_with_its_training_state_and_delete_a_file(s3_bucket):
+    uri = f"s3://{s3_bucket.name}/runs/exp"
+    for key, body in {"trial_a/result.json": b"{}\n", "trial_a/checkpoint_000000/state.pt": b"\x00" * 1000}.items():
+        s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=f"runs/exp/{key}", Body=body)
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key="runs/exp/search.json", Body=b"{}")
+    assert storage.move(f"{uri}/trial_a", f"{uri}/orphaned/trial_a") == 2
+    assert _objects(s3_bucket, "runs/exp/") == [
+        "runs/exp/orphaned/trial_a/checkpoint_000000/state.pt",
+        "runs/exp/orphaned/trial_a/result.json",
+        "runs/exp/search.json",
+    ]
+    assert s3_bucket.read("runs/exp/orphaned/trial_a/checkpoint_000000/state.pt") == b"\x00" * 1000
+    assert storage.move(f"{uri}/search.json", f"{uri}/orphaned/search.json") == 1  # a file
+    assert storage.move(f"{uri}/missing", f"{uri}/orphaned/missing") == 0
+    storage.delete(f"{uri}/orphaned/trial_a/result.json")
+    storage.delete(f"{uri}/orphaned/trial_a/result.json")  # gone already: nothing
+    assert _objects(s3_bucket, "runs/exp/") == [
+        "runs/exp/orphaned/search.json",
+        "runs/exp/orphaned/trial_a/checkpoint_000000/state.pt",
+    ]
