@@ -17,7 +17,7 @@ from trainables.layout import RUNTIME_KEY
 
 PREFIX = f"{RUNTIME_KEY}/"
 # The record's keys in the order the report names them.
-SHOWN = ("device", "device_name", "amp", "amp_min_sigma", "bf16_levels", "compile_train", "compile_sample")
+SHOWN = ("device", "device_name", "amp", "amp_min_sigma", "amp_levels", "compile_train", "compile_sample")
 SHOWN += ("cuda_graphs", "channels_last", "threads")
 
 
@@ -52,11 +52,11 @@ def runtime_line(trials: pd.DataFrame, search: dict) -> str:
         shown = ", ".join(f"{k} {v}" for k, v in asked.items()) or "the defaults"
         return f"Runtime: {shown} requested (no trial recorded how it ran)"
     v = {name: _values(trials, name) for name in SHOWN}
-    amp = (
-        f"bf16 for sigma >= {v['amp_min_sigma']} ({v['bf16_levels']} levels), fp32 below"
-        if v["amp"] == "bf16"
-        else v["amp"]
-    )
+    if v["amp_levels"] == "?":  # trials of earlier versions, whose amp was bf16 or off
+        v["amp_levels"] = _values(trials, "bf16_levels")
+    amp = v["amp"]
+    if amp in ("bf16", "fp16", "tf32"):  # one precision for every trial
+        amp = f"{amp} for sigma >= {v['amp_min_sigma']} ({v['amp_levels']} levels), fp32 below"
     return (
         f"Runtime (as the trials resolved it): device {v['device']} ({v['device_name']}, {v['threads']} threads); "
         f"amp {amp}; compile {v['compile_train']} (training) / {v['compile_sample']} (sampling); "

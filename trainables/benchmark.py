@@ -14,8 +14,8 @@ ladder and device. They differ in how the work is written and fed:
   ``torch.inference_mode``.
 
 ``variants`` adds rows that split the gain (the seed loop around this project's network code,
-the other memory format); ``bf16`` adds amp bf16 (the default design: bf16 for the levels with
-sigma >= amp_min_sigma, fp32 below; trainables/runtime.py). Repeats alternate the contenders, so a
+the other memory format); ``bf16`` adds amp bf16 (bf16 autocast for the levels with sigma >= 0.1,
+fp32 below: the design CPUs with native bf16 could use; trainables/arithmetic.py). Repeats alternate the contenders, so a
 shared machine's load hits all alike; the table shows medians and the ratio to the baseline.
 Training is reported in iterations/s, sampling in network evaluations x images / s.
 
@@ -198,8 +198,8 @@ def run_benchmark(settings: BenchmarkSettings, images: torch.Tensor | None = Non
         other = not cfg.channels_last
         contenders[f"optimized, channels_last={other}"] = fast(channels_last=other)
         work.update({name: (s.iters, s.num_levels) for name in list(contenders)[2:]})
-    if s.bf16 and not (device.type == "cuda" and contenders[OPTIMIZED].trainer.amp):
-        contenders[BF16] = fast(amp=True)
+    if s.bf16 and not (device.type == "cuda" and contenders[OPTIMIZED].trainer.runtime.amp == "bf16"):
+        contenders[BF16] = fast(amp="bf16", amp_min_sigma=0.1)
         # Emulated bf16 on a CPU without AVX512-BF16/AMX is very slow: one repeat of little work.
         work[BF16] = (1, 1)
     shape = (s.batch, 1, cfg.image_size, cfg.image_size)
@@ -257,7 +257,7 @@ def run_benchmark(settings: BenchmarkSettings, images: torch.Tensor | None = Non
         },
         "optimized_settings": {
             "channels_last": trainer.channels_last,
-            "amp_bf16": trainer.amp,
+            "amp": trainer.runtime.amp,
             "compile": trainer.config.compile,
             "adam": "fused" if device.type == "cuda" else "foreach",
         },

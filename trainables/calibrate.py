@@ -57,10 +57,10 @@ def _eval_seconds(score, device, batch: int, image_size: int, level: int, repeat
 
 
 def _per_image_eval(trainer, batch: int) -> float:
-    """Seconds per image per network pass of the sampler, the bf16 and fp32 levels weighted by
+    """Seconds per image per network pass of the sampler, the amp and fp32 levels weighted by
     their share of the ladder."""
     score = trainer.score_fn(use_ema=True)
-    L, k = trainer.config.num_levels, trainer.bf16_levels
+    L, k = trainer.config.num_levels, trainer.amp_levels
     size = trainer.config.image_size
     total = 0.0
     for level, share in ((0, k), (L - 1, L - k)):

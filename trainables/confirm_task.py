@@ -125,7 +125,7 @@ def confirm_sample(job: dict[str, Any]) -> dict[str, Any]:
         record["metrics"] = {name: quality.worst_value(name) for name in METRICS}
         return {"record": record, "features": None, "logits": None, "grid": None}
     start = time.perf_counter()
-    precision = rt.protocol_precision(trainer.runtime, trainer.bf16_levels)
+    precision = rt.protocol_precision(trainer.runtime, trainer.amp_levels)
     score_device = str(trainer.device) if trainer.device.type == "cuda" else "cpu"
     quality.check_images(samples)
     features, logits = quality.embed(samples, score_device)

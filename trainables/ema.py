@@ -39,9 +39,15 @@ class EMA:
             raise ValueError(f"EMA.update: model has {len(theirs)} parameters, EMA has {len(own)}")
         return own, theirs
 
-    @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Fold ``model``'s current weights into the average (no host sync)."""
+        """Fold ``model``'s current weights into the average (no host sync) and count it."""
+        self.fold(model)
+        self.num_updates += 1
+
+    @torch.no_grad()
+    def fold(self, model: nn.Module) -> None:
+        """The device work of :meth:`update` alone (a captured training step replays it; the
+        trainer counts the updates)."""
         own, theirs = self._params(model)
         if self.momentum == 0.0:
             torch._foreach_copy_(own, [p.detach() for p in theirs])
@@ -50,7 +56,6 @@ class EMA:
             torch._foreach_lerp_(own, [p.detach() for p in theirs], 1.0 - self.momentum)
         for b_own, b_theirs in zip(self.module.buffers(), model.buffers()):
             b_own.copy_(b_theirs)
-        self.num_updates += 1
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:

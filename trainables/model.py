@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.arithmetic import conv_dtype
+
 NOISE_CONDITIONINGS = ("level", "sigma")
 
 
@@ -157,8 +159,22 @@ class ELU(nn.Module):
         return F.elu(x)
 
 
-def _conv3x3(c_in: int, c_out: int, bias: bool, dilation: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation, bias=bias)
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d (same parameters and state-dict keys) that computes in the dtype
+    :func:`trainables.arithmetic.conv_dtype` names when one is set: input, weight and bias cast
+    to it, the output widened back to the input's dtype, so only the convolution itself runs in
+    reduced precision (the ``fp16`` design; trainables/arithmetic.py says why)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = conv_dtype()
+        if dtype is None or x.dtype == dtype:
+            return super().forward(x)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        return self._conv_forward(x.to(dtype), self.weight.to(dtype), bias).to(x.dtype)
+
+
+def _conv3x3(c_in: int, c_out: int, bias: bool, dilation: int = 1) -> Conv2d:
+    return Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation, bias=bias)
 
 
 class ConvMeanPool(nn.Module):
@@ -166,7 +182,7 @@ class ConvMeanPool(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int):
         super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=True)
+        self.conv = Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(self.conv(x), 2)
@@ -200,7 +216,7 @@ class CondResidualBlock(nn.Module):
             elif dilation > 1:
                 self.shortcut = _conv3x3(c_in, c_out, bias=True, dilation=dilation)
             else:
-                self.shortcut = nn.Conv2d(c_in, c_out, 1)
+                self.shortcut = Conv2d(c_in, c_out, 1)
 
     def forward(self, x, level_idx):
         h = self.conv1(self.act(self.norm1(x, level_idx)))
@@ -339,7 +355,7 @@ class CondRefineNetDilated(nn.Module):
         self.register_buffer("sigmas", None if sigmas is None else sigmas.clone())
 
         L, w = num_levels, 2 * ngf
-        self.begin_conv = nn.Conv2d(channels, ngf, 3, padding=1)
+        self.begin_conv = Conv2d(channels, ngf, 3, padding=1)
         self.res1 = nn.ModuleList([CondResidualBlock(ngf, ngf, L, norm_cls) for _ in range(2)])
         self.res2 = nn.ModuleList(
             [CondResidualBlock(ngf, w, L, norm_cls, down=True), CondResidualBlock(w, w, L, norm_cls)]
@@ -362,7 +378,7 @@ class CondRefineNetDilated(nn.Module):
         self.refine4 = CondRefineBlock([ngf, ngf], ngf, L, norm_cls, end=True)
         self.end_norm = norm_cls(ngf, L)
         self.act = ELU()
-        self.end_conv = nn.Conv2d(ngf, channels, 3, padding=1)
+        self.end_conv = Conv2d(ngf, channels, 3, padding=1)
 
     @staticmethod
     def _stage(blocks, h, level_idx):

@@ -174,19 +174,22 @@ SETTINGS: dict[str, Setting] = {
     "amp": Setting(
         str,
         "auto",
-        "'bf16': bf16 autocast for the noise levels with sigma >= amp_min_sigma, fp32 below; "
-        "'off': fp32; 'auto': bf16 on a GPU with native bf16, off elsewhere",
+        "reduced precision for the noise levels with sigma >= amp_min_sigma, fp32 below: 'fp16' "
+        "(fp16 convolutions, fp32 elementwise, scaled loss), 'bf16' (bf16 autocast), 'tf32' (TF32 "
+        "convolutions, CUDA); 'off': fp32; 'auto': fp16 on a GPU with tensor cores, off elsewhere",
         RUNTIME,
-        values=("auto", "off", "bf16"),
+        values=("auto", "off", "fp16", "bf16", "tf32"),
         aliases=((None, "auto"), (False, "off"), (True, "bf16")),
     ),
     "amp_min_sigma": Setting(
         float,
-        0.1,
-        "under amp, levels with a smaller sigma run in fp32: bf16 rounding of the image-scale "
-        "activations swamps the network's response to small noise (docs/NCSN.md)",
+        None,
+        "under amp, levels with a smaller sigma run in fp32; null: the precision's own floor "
+        "(fp16 and tf32 hold the accuracy bounds at every level: 0; bf16's rounding swamps the "
+        "response to small noise: 0.1; python -m trainables.precision)",
         RUNTIME,
         low=0.0,
+        nullable=True,
     ),
     "compile": Setting(
         str,

@@ -1,4 +1,4 @@
-"""How a trial runs: its device (from Ray's assignment), the bf16 precision policy, torch.compile
+"""How a trial runs: its device (from Ray's assignment), the precision policy per noise level, torch.compile
 and CUDA graphs, with the per-device meaning of the runtime settings' ``"auto"`` values.
 
 The settings themselves (names, kinds, allowed values) are in :data:`trainables.params.SETTINGS`
@@ -7,32 +7,30 @@ The settings themselves (names, kinds, allowed values) are in :data:`trainables.
 
 Defaults (``"auto"``) per device, and why:
 
-- **CUDA.** ``amp`` = bf16 where the GPU computes bf16 natively (compute capability 8.0 and up:
-  ``torch.cuda.is_bf16_supported(including_emulation=False)``), fp32 elsewhere: emulated bf16 is
-  slower than fp32 and no more accurate. bf16 is used only for the noise levels with
-  sigma >= ``amp_min_sigma``; the smaller levels run in true fp32 (TF32 off), see below.
-  ``compile`` = ``"default"``: an eager training step issues about 5,500 small kernels (1,600 of
-  the 1,924 forward ops come from the 71 instance-norm++ layers), so a large GPU waits on kernel
-  launches; inductor fuses the norms' elementwise work. ``cuda_graphs`` = on for the sampler: each
-  network evaluation of the fixed-shape Langevin chain becomes one graph replay.
-  ``channels_last`` = on (NHWC is the layout cuDNN's tensor-core convolutions use).
-- **CPU.** ``amp`` = off: bf16 changes the numbers, and on CPUs without AVX512-BF16/AMX it is
-  emulated, tens of times slower (with native bf16, measured on this project's 2-core AVX512-BF16
-  machine at ngf 32, batch 64: the per-level design 1.16x the fp32 step, bf16 at every level
-  1.46x but outside the accuracy bound). ``compile`` = off: inductor took 5.3 minutes to compile
-  that training step on the shared 2 cores, for steps 1.23x faster afterwards (CPU time), while a
-  CPU preview trial trains for a minute or two; set ``compile: default`` for long CPU trials.
-  ``cuda_graphs`` = off (CUDA only). ``channels_last`` = on: the whole step 1.2x (CPU time) to 1.6x (wall) faster at
-  ngf 32, batch 64 (``platform/benchmark.py --variants``).
+- **CUDA.** ``amp`` = ``fp16`` where the GPU has fp16 tensor cores (compute capability 7.0 and
+  up), fp32 elsewhere; ``amp_min_sigma`` = the precision's own floor (fp16 and TF32: every level;
+  bf16: sigma >= 0.1, fp32 below). Which arithmetic each precision means, and the measurements
+  behind the choice, are in :mod:`trainables.arithmetic` and ``python -m trainables.precision``:
+  fp16 convolutions with fp32 elementwise work keep the score error within the bound at every
+  level down to sigma 0.005, so the whole ladder runs on tensor cores and a training step is one
+  forward pass. ``compile`` = ``"default"`` (inductor fuses the 71 instance-norm++ layers'
+  elementwise work: an eager step issues thousands of small kernels). ``cuda_graphs`` = on: the
+  steady training step (forward, backward, gradient scaling and clipping, Adam, EMA, loss
+  accumulators) is captured once and replayed as one CUDA graph, and each sampler network
+  evaluation too. ``channels_last`` = on (NHWC is the layout cuDNN's tensor-core convolutions use).
+- **CPU.** ``amp`` = off: reduced precision changes the numbers, and CPUs without AVX512-BF16/AMX
+  emulate it, tens of times slower (with native bf16, measured on this project's 2-core
+  AVX512-BF16 machine at ngf 32, batch 64: the old per-level bf16 design 1.16x the fp32 step).
+  ``compile`` = off: inductor took 5.3 minutes to compile that training step on the shared 2
+  cores, for steps 1.23x faster afterwards (CPU time), while a CPU preview trial trains for a
+  minute or two; set ``compile: default`` for long CPU trials. ``cuda_graphs`` = off (CUDA only).
+  ``channels_last`` = on: the whole step 1.2x (CPU time) to 1.6x (wall) faster at ngf 32, batch
+  64 (``platform/benchmark.py --variants``).
 
-Why bf16 only above ``amp_min_sigma``: bf16 keeps 8 significant bits, so an activation carrying
-an image-scale signal is rounded by about 2^-9 of it; the network's response to noise of size
-sigma is a perturbation of that signal, and below sigma ~ 0.1 the rounding is a sizeable part of
-it (measured on CPU: score error relative to the noise response 4% at sigma 0.1, 65% at 0.005 on
-an untrained network; keeping the first stages in fp32 barely helps, because every later stage
-rounds again). Those smallest levels are where sample quality is decided (the last Langevin levels
-and the final denoising step), so they run in fp32, in training (the batch is split by level into
-a bf16 part and an fp32 part of fixed sizes) and in sampling (per level).
+A design with a floor above the smallest sigma (``amp: bf16``, or any ``amp_min_sigma`` the user
+sets) runs the levels below it in IEEE fp32: in training the batch is split by level into a
+reduced-precision part and an fp32 part of fixed sizes (two forward passes), in sampling the
+precision is chosen per level.
 """
 
 from __future__ import annotations
@@ -46,13 +44,15 @@ from typing import Any
 
 import torch
 
+from trainables.arithmetic import DEFAULT_MIN_SIGMA, computing
+
 # Environment variable inductor reads for its on-disk caches (FX graphs, AOTAutograd, kernels).
 INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 # Compile modes that capture CUDA graphs themselves, and their graph-free twins: the sampler
 # replays its own graphs (CudaGraphForward) around a graph-free compilation.
 _GRAPH_FREE = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
 # Dynamo's per-function limit on specialisations: the sampling entry holds (model, EMA) x
-# (bf16, fp32) x batch sizes; past the limit dynamo silently falls back to eager.
+# (amp, fp32) x batch sizes; past the limit dynamo silently falls back to eager.
 _RECOMPILE_LIMIT = 64
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -136,37 +136,59 @@ def native_bf16(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
+def fp16_tensor_cores(device: torch.device) -> bool:
+    """Whether ``device`` has fp16 tensor cores (CUDA compute capability >= 7.0)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (7, 0)
+
+
+def tf32_tensor_cores(device: torch.device) -> bool:
+    """Whether ``device`` has TF32 tensor cores (CUDA compute capability >= 8.0)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 # ----------------------------------------------------------------------------- the settings
 @dataclass(frozen=True)
 class Runtime:
-    """The runtime settings resolved for one device: ``amp`` (bf16 for levels with sigma >=
-    ``amp_min_sigma``), the torch.compile modes of training and sampling (None: eager),
-    ``channels_last`` and ``cuda_graphs`` (the sampler's graph replay)."""
+    """The runtime settings resolved for one device: ``amp`` (the reduced precision of the levels
+    with sigma >= ``amp_min_sigma``: "bf16", "fp16" or "tf32" of trainables.arithmetic, or "off"),
+    the torch.compile modes of training and sampling (None: eager), ``channels_last`` and
+    ``cuda_graphs`` (the captured training step and the sampler's graph replay)."""
 
     device: str
-    amp: bool
+    amp: str
     amp_min_sigma: float
     compile_train: str | None
     compile_sample: str | None
     channels_last: bool
     cuda_graphs: bool
 
+    @property
+    def captured_training(self) -> bool:
+        """Whether the steady training step is one CUDA graph of ours (not where the training
+        compile mode captures its own: reduce-overhead, max-autotune)."""
+        return self.cuda_graphs and self.compile_train not in _GRAPH_FREE
+
+    @property
+    def precision(self) -> str:
+        """The amp levels' precision in trainables.arithmetic.PRECISIONS ("fp32" for amp off)."""
+        return "fp32" if self.amp == "off" else self.amp
+
     def record(self) -> dict[str, Any]:
         """Plain values for metrics.json and the report (``"off"`` for an eager path)."""
         out = asdict(self)
-        out["amp"] = "bf16" if self.amp else "off"
         out["compile_train"] = self.compile_train or "off"
         out["compile_sample"] = self.compile_sample or "off"
         out["cuda_graphs"] = "on" if self.cuda_graphs else "off"
         return out
 
 
-def protocol_precision(runtime: Runtime, bf16_levels: int) -> dict | None:
+def protocol_precision(runtime: Runtime, amp_levels: int) -> dict | None:
     """What :func:`trainables.quality.evaluate` records in the protocol about the samples'
-    arithmetic: None for fp32 (nothing changes), else the amp design (bf16 above which sigma)."""
-    if not runtime.amp or bf16_levels == 0:
+    arithmetic: None for fp32 (nothing changes), else the amp design (which precision, above
+    which sigma)."""
+    if runtime.amp == "off" or amp_levels == 0:
         return None
-    return {"amp": "bf16", "amp_min_sigma": runtime.amp_min_sigma}
+    return {"amp": runtime.amp, "amp_min_sigma": runtime.amp_min_sigma}
 
 
 def resolve(config: Any, device: torch.device) -> Runtime:
@@ -174,17 +196,22 @@ def resolve(config: Any, device: torch.device) -> Runtime:
     replaced by the device's defaults (module docstring). ``ValueError`` ``name=value: why`` for
     a setting the device cannot honour."""
     on_cuda = device.type == "cuda"
-    if config.amp == "auto":
-        amp = native_bf16(device)
-    elif config.amp == "bf16":
-        if on_cuda and not native_bf16(device):
-            raise ValueError(
-                f"amp='bf16': {torch.cuda.get_device_name(device)} has no native bf16 (emulated bf16 is slower "
-                f"than fp32); use amp: off or auto"
-            )
-        amp = True
-    else:
-        amp = False
+    amp = config.amp
+    if amp == "auto":
+        amp = "fp16" if fp16_tensor_cores(device) else "off"
+    elif on_cuda and amp == "bf16" and not native_bf16(device):
+        raise ValueError(
+            f"amp='bf16': {torch.cuda.get_device_name(device)} has no native bf16 (emulated bf16 is slower "
+            f"than fp32); use amp: fp16, off or auto"
+        )
+    elif on_cuda and amp == "tf32" and not tf32_tensor_cores(device):
+        raise ValueError(
+            f"amp='tf32': {torch.cuda.get_device_name(device)} has no TF32 tensor cores (compute capability "
+            f"8.0 and up); use amp: fp16, off or auto"
+        )
+    min_sigma = config.amp_min_sigma
+    if min_sigma is None:
+        min_sigma = DEFAULT_MIN_SIGMA.get(amp, 0.0)
     mode = config.compile
     if mode == "auto":
         mode = "default" if on_cuda else "off"
@@ -195,12 +222,13 @@ def resolve(config: Any, device: torch.device) -> Runtime:
     # The sampler never uses inductor's own CUDA graphs: where graphs are on it replays its own
     # (CudaGraphForward); their outputs would be overwritten under the chain otherwise.
     sample_mode = _GRAPH_FREE.get(train_mode, train_mode) if train_mode else None
-    return Runtime(str(device), amp, float(config.amp_min_sigma), train_mode, sample_mode, config.channels_last, graphs)
+    return Runtime(str(device), amp, float(min_sigma), train_mode, sample_mode, config.channels_last, graphs)
 
 
 def set_fp32_precision(device: torch.device) -> None:
-    """On CUDA: fp32 convolutions and matmuls in true fp32 (no TF32, whose 10-bit mantissa would
-    undo what the fp32 levels are for), and cuDNN's autotuner on (fixed shapes)."""
+    """On CUDA: fp32 convolutions and matmuls in true fp32 (TF32 only where a level's precision
+    is tf32, inside :func:`trainables.arithmetic.computing`), and cuDNN's autotuner on (fixed
+    shapes)."""
     if device.type != "cuda":
         return
     torch.backends.cudnn.benchmark = True
@@ -214,36 +242,37 @@ def set_fp32_precision(device: torch.device) -> None:
 
 
 # -------------------------------------------------------------------------- precision policy
-def bf16_levels(sigmas: Sequence[float], amp: bool, amp_min_sigma: float) -> int:
-    """How many of the largest levels (a prefix of the ladder, largest first) run in bf16."""
-    if not amp:
+def amp_levels(sigmas: Sequence[float], amp: str, amp_min_sigma: float) -> int:
+    """How many of the largest levels (a prefix of the ladder, largest first) run in the reduced
+    precision ``amp`` ("off": none)."""
+    if amp == "off":
         return 0
     return sum(1 for s in sigmas if s >= amp_min_sigma)
 
 
 @dataclass(frozen=True)
 class BatchSplit:
-    """A training batch under amp with both precisions in the ladder: its first ``n_bf16``
-    examples draw their level from the bf16 levels ``0..k-1``, the rest from the fp32 levels,
+    """A training batch under amp with both precisions in the ladder: its first ``n_amp``
+    examples draw their level from the amp levels ``0..k-1``, the rest from the fp32 levels,
     and the per-example weights make the batch loss the uniform-level mean it estimates without
     the split (stratified sampling: the same expectation, a smaller variance).
 
     Fixed sizes keep every step free of host syncs and of shape changes (static compilation)."""
 
-    n_bf16: int
+    n_amp: int
     k: int
     num_levels: int
     batch: int
 
     @property
     def weights(self) -> tuple[float, float]:
-        """(weight of a bf16-part example, of an fp32-part example): level share / batch share."""
-        n_fp32, k_fp32 = self.batch - self.n_bf16, self.num_levels - self.k
-        return (self.k / self.num_levels) * self.batch / self.n_bf16, (k_fp32 / self.num_levels) * self.batch / n_fp32
+        """(weight of an amp-part example, of an fp32-part example): level share / batch share."""
+        n_fp32, k_fp32 = self.batch - self.n_amp, self.num_levels - self.k
+        return (self.k / self.num_levels) * self.batch / self.n_amp, (k_fp32 / self.num_levels) * self.batch / n_fp32
 
 
 def batch_split(batch: int, k: int, num_levels: int) -> BatchSplit | None:
-    """The split of a batch of ``batch`` examples when ``k`` of ``num_levels`` levels are bf16;
+    """The split of a batch of ``batch`` examples when ``k`` of ``num_levels`` levels are amp;
     None when one precision serves every level (k = 0 or k = L) or the batch has one example
     (it then runs in fp32 whatever its level)."""
     if k <= 0 or k >= num_levels or batch < 2:
@@ -270,14 +299,16 @@ def _dynamo_limits() -> None:
 
 
 def compile_for_training(module: torch.nn.Module, mode: str) -> Callable:
-    """``module`` compiled for training, static shapes. Its own entry function, so its dynamo
-    cache is not the sampler's (one shared cache turned shapes dynamic and filled the limit)."""
+    """``module`` compiled for training, static shapes, one graph (``fullgraph``: a graph break is
+    an error, not a silent fall back to eager between graphs). Its own entry function, so its
+    dynamo cache is not the sampler's (one shared cache turned shapes dynamic and filled the
+    limit)."""
     _dynamo_limits()
 
     def training_forward(x, level_idx):
         return module(x, level_idx)
 
-    return torch.compile(training_forward, mode=None if mode == "default" else mode, dynamic=False)
+    return torch.compile(training_forward, mode=None if mode == "default" else mode, dynamic=False, fullgraph=True)
 
 
 def compile_for_sampling(module: torch.nn.Module, mode: str) -> Callable:
@@ -287,7 +318,7 @@ def compile_for_sampling(module: torch.nn.Module, mode: str) -> Callable:
     def sampling_forward(x, level_idx):
         return module(x, level_idx)
 
-    return torch.compile(sampling_forward, mode=None if mode == "default" else mode, dynamic=False)
+    return torch.compile(sampling_forward, mode=None if mode == "default" else mode, dynamic=False, fullgraph=True)
 
 
 def compile_counters() -> dict[str, int]:
@@ -302,21 +333,20 @@ def compile_counters() -> dict[str, int]:
 
 # ------------------------------------------------------------------------------- the forward
 class PrecisionForward:
-    """One network call for the sampler at one precision: channels_last input, bf16 autocast on
-    or off, fp32 output. ``cache_enabled`` is off under CUDA-graph capture (autocast's weight
-    cast cache must not outlive a capture)."""
+    """One network call at one precision (trainables.arithmetic.PRECISIONS): channels_last
+    input, the precision's context around the call, fp32 output. ``cache_enabled`` is off under
+    CUDA-graph capture (autocast's weight cast cache must not outlive a capture)."""
 
-    def __init__(self, fn: Callable, device: torch.device, bf16: bool, channels_last: bool, graphed: bool = False):
-        self.fn, self.device_type, self.bf16, self.channels_last = fn, device.type, bf16, channels_last
+    def __init__(
+        self, fn: Callable, device: torch.device, precision: str, channels_last: bool, graphed: bool = False
+    ):
+        self.fn, self.device_type, self.precision, self.channels_last = fn, device.type, precision, channels_last
         self.cache_enabled = False if graphed else None
 
     def __call__(self, x: torch.Tensor, level_idx: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        cast = torch.autocast(
-            self.device_type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=self.cache_enabled
-        )
-        with cast:
+        with computing(self.precision, self.device_type, cache_enabled=self.cache_enabled):
             return self.fn(x, level_idx).float()
 
 
@@ -357,8 +387,8 @@ class CudaGraphForward:
 
 
 class LevelScore:
-    """The sampler's score s(x, i) with the precision chosen per level: bf16 for the ``k``
-    largest levels, fp32 for the rest.
+    """The sampler's score s(x, i) with the precision chosen per level: the amp precision for
+    the ``k`` largest levels (``amp``), fp32 for the rest (``fp32``).
 
     ``at_level(i)`` returns the callable for level i without reading anything back from the
     device (:func:`trainables.langevin.anneal_langevin` uses it: a chain visits one level at a
@@ -366,8 +396,8 @@ class LevelScore:
     example (correct for any batch, twice the work, for tests and one-off calls).
     """
 
-    def __init__(self, bf16: ScoreFn, fp32: ScoreFn, k: int, num_levels: int, needs_warmup: bool = False):
-        self.bf16, self.fp32, self.k, self.num_levels = bf16, fp32, k, num_levels
+    def __init__(self, amp: ScoreFn, fp32: ScoreFn, k: int, num_levels: int, needs_warmup: bool = False):
+        self.amp, self.fp32, self.k, self.num_levels = amp, fp32, k, num_levels
         self.needs_warmup = needs_warmup
         self._warm: set[tuple] = set()
 
@@ -390,30 +420,33 @@ class LevelScore:
         return time.perf_counter() - start
 
     def at_level(self, i: int) -> ScoreFn:
-        return self.bf16 if i < self.k else self.fp32
+        return self.amp if i < self.k else self.fp32
 
     def __call__(self, x: torch.Tensor, level_idx: torch.Tensor) -> torch.Tensor:
         if self.k <= 0:
             return self.fp32(x, level_idx)
         if self.k >= self.num_levels:
-            return self.bf16(x, level_idx)
+            return self.amp(x, level_idx)
         pick = (level_idx < self.k).view(-1, *([1] * (x.dim() - 1)))
-        return torch.where(pick, self.bf16(x, level_idx), self.fp32(x, level_idx))
+        return torch.where(pick, self.amp(x, level_idx), self.fp32(x, level_idx))
 
 
 def sampler_score(module: torch.nn.Module, runtime: Runtime, k: int, num_levels: int) -> LevelScore:
     """The sampler's :class:`LevelScore` for ``module`` under ``runtime``: compiled with the
-    sampling mode where compile is on, each precision replayed as a CUDA graph where
-    ``cuda_graphs`` is on (sharing one memory pool)."""
+    sampling mode where compile is on, each precision the ladder uses replayed as a CUDA graph
+    where ``cuda_graphs`` is on (sharing one memory pool)."""
     device = torch.device(runtime.device)
     fn = module if runtime.compile_sample is None else compile_for_sampling(module, runtime.compile_sample)
     pool = torch.cuda.graph_pool_handle() if runtime.cuda_graphs else None
-    parts = {}
-    for bf16 in (True, False):
-        forward: ScoreFn = PrecisionForward(fn, device, bf16, runtime.channels_last, graphed=runtime.cuda_graphs)
-        parts[bf16] = CudaGraphForward(forward, pool=pool) if runtime.cuda_graphs else forward
+
+    def part(precision: str) -> ScoreFn:
+        forward = PrecisionForward(fn, device, precision, runtime.channels_last, graphed=runtime.cuda_graphs)
+        return CudaGraphForward(forward, pool=pool) if runtime.cuda_graphs else forward
+
+    amp = part(runtime.precision) if k > 0 else None
+    fp32 = part("fp32") if k < num_levels else amp
     needs_warmup = runtime.compile_sample is not None or runtime.cuda_graphs or device.type == "cuda"
-    return LevelScore(parts[True], parts[False], k, num_levels, needs_warmup)
+    return LevelScore(amp if amp is not None else fp32, fp32, k, num_levels, needs_warmup)
 
 
 @contextlib.contextmanager

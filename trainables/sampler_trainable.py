@@ -321,7 +321,7 @@ def sampler_trainable(config: dict[str, Any], budget: SamplerBudget) -> None:
     counters.setdefault("warmup_seconds", 0.0)
     _write_interval_layout()
     score_fn = frozen.score_fn()
-    precision = rt.protocol_precision(trainer.runtime, trainer.bf16_levels)
+    precision = rt.protocol_precision(trainer.runtime, trainer.amp_levels)
     ran_with = runtime_record(trainer)
     n_evals = len(levels) * settings["n_steps_each"] + int(settings["denoise"])
     for look, target in enumerate(budget.samples):

@@ -6,11 +6,13 @@ Design:
 - nothing in a step reads a value back to the host: loss sums, per-level sums and counts and a
   non-finite counter accumulate on the device and are read once per ``train(n)`` call;
 - the runtime settings (device, amp, compile, channels_last, cuda_graphs) are resolved per
-  device by :mod:`trainables.runtime`, which says why each default is what it is: bf16 autocast
-  only for the noise levels with sigma >= amp_min_sigma (a training batch is split by level into
-  a bf16 and an fp32 part of fixed sizes; the loss itself is always fp32), separate static-shape
-  compilations for training and sampling, CUDA graphs for the fixed-shape sampler, fused Adam on
-  CUDA;
+  device by :mod:`trainables.runtime`, which says why each default is what it is: the reduced
+  precision of :mod:`trainables.arithmetic` (on a GPU fp16 convolutions at every level, the loss
+  scaled by a GradScaler; a design with fp32 levels splits the batch by level into two parts of
+  fixed sizes; the loss itself is always fp32), separate static-shape compilations for training
+  and sampling, fused Adam on CUDA;
+- on CUDA with ``cuda_graphs`` the steady step (draw, forward, backward, unscale, clip, Adam,
+  EMA, accumulators) is captured once as a CUDA graph and replayed (:class:`_CapturedStep`);
 - the first steps of a trainer (compilation, cuDNN autotuning) are timed apart and left out of
   the reported rate;
 - on a CPU, with a fixed seed, training is deterministic and a save/load round trip resumes
@@ -34,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables import runtime as rt
+from trainables.arithmetic import computing, needs_grad_scaler
 from trainables.ema import EMA
 from trainables.loss import dequantize, dsm_loss
 from trainables.model import CondRefineNetDilated
@@ -139,20 +142,19 @@ class Trainer:
             self.runtime = rt.resolve(cfg, self.device)
         except ValueError as err:
             raise ValueError(f"TrainConfig.{err}") from None
-        self.amp = self.runtime.amp
         self.channels_last = cfg.channels_last
         self.images = prepare_images(images, cfg.image_size).to(self.device)
         self.image_shape = tuple(self.images.shape[1:])
         self.sigmas = geometric_sigmas(cfg.sigma_begin, cfg.sigma_end, cfg.num_levels, device=self.device)
         rt.set_fp32_precision(self.device)
-        # bf16 for the k largest levels, fp32 for the rest (trainables/runtime.py says why).
-        self.bf16_levels = rt.bf16_levels(self.sigmas.tolist(), self.amp, cfg.amp_min_sigma)
-        self._split = rt.batch_split(cfg.batch_size, self.bf16_levels, cfg.num_levels)
+        # The amp precision for the k largest levels, fp32 for the rest (trainables/runtime.py).
+        self.amp_levels = rt.amp_levels(self.sigmas.tolist(), self.runtime.amp, self.runtime.amp_min_sigma)
+        self._split = rt.batch_split(cfg.batch_size, self.amp_levels, cfg.num_levels)
         self._split_weights = None
         if self._split is not None:
-            w_bf16, w_fp32 = self._split.weights
-            n = self._split.n_bf16
-            weights = [torch.full((n,), w_bf16), torch.full((cfg.batch_size - n,), w_fp32)]
+            w_amp, w_fp32 = self._split.weights
+            n = self._split.n_amp
+            weights = [torch.full((n,), w_amp), torch.full((cfg.batch_size - n,), w_fp32)]
             self._split_weights = torch.cat(weights).to(self.device)
 
         # Weights depend on the seed only, and the caller's global RNG is left as it was.
@@ -174,8 +176,12 @@ class Trainer:
             lr=cfg.lr,
             betas=(cfg.beta1, cfg.beta2),
             weight_decay=cfg.weight_decay,
-            **_adam_kernel(self.device),
+            **_adam_kernel(self.device, captured=self.runtime.cuda_graphs),
         )
+        # fp16's exponent range: the small levels' gradients (~sigma / batch per pixel) would
+        # underflow. Dynamic loss scale, all on the device (fused Adam skips a step with an inf).
+        scaled = self.amp_levels > 0 and needs_grad_scaler(self.runtime.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type) if scaled else None
         self.ema = EMA(self.model, cfg.ema) if cfg.ema > 0 else None
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.seed)
@@ -183,12 +189,14 @@ class Trainer:
         mode = self.runtime.compile_train
         self._train_forward = self.model if mode is None else rt.compile_for_training(self.model, mode)
         self._scores: dict[int, rt.LevelScore] = {}
-        # Compilation and autotuning happen in the first steps: timed apart, not in the rate.
-        self._warmup_left = 2 if mode is not None else 1
-        self._reset_accumulators()
+        # Compilation, autotuning and the capture of the step happen in the first steps: timed
+        # apart, not in the rate.
+        self._captured = _CapturedStep(self) if self.runtime.captured_training else None
+        self._warmup_left = _CapturedStep.WARMUP + 1 if self._captured else (2 if mode is not None else 1)
+        self._new_accumulators()
 
     # ----------------------------------------------------------------------------- training
-    def _reset_accumulators(self) -> None:
+    def _new_accumulators(self) -> None:
         L, dev = self.config.num_levels, self.device
         # float64: thousands of steps of sums of ~D/2-sized losses keep their digits.
         self._loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
@@ -197,34 +205,54 @@ class Trainer:
         self._level_count = torch.zeros(L, dtype=torch.float64, device=dev)
         self._steps_since = 0
 
-    def _forward(self, x: torch.Tensor, level_idx: torch.Tensor, bf16: bool) -> torch.Tensor:
+    def _reset_accumulators(self) -> None:
+        # In place: a captured step holds these tensors' addresses.
+        for t in (self._loss_sum, self._nonfinite, self._level_sum, self._level_count):
+            t.zero_()
+        self._steps_since = 0
+
+    def _forward(self, x: torch.Tensor, level_idx: torch.Tensor, precision: str) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with computing(precision, self.device.type):
             return self._train_forward(x, level_idx)
 
     def _network(self, x: torch.Tensor, level_idx: torch.Tensor) -> torch.Tensor:
-        """The training forward: one precision for the batch, or the split's bf16 head and fp32
+        """The training forward: one precision for the batch, or the split's amp head and fp32
         tail (static sizes; instance norms act per example, so splitting changes nothing else)."""
         split = self._split
         if split is None:
-            return self._forward(x, level_idx, bf16=self.bf16_levels >= self.config.num_levels)
-        n = split.n_bf16
-        head = self._forward(x[:n], level_idx[:n], bf16=True).float()
-        tail = self._forward(x[n:], level_idx[n:], bf16=False).float()
+            whole = self.runtime.precision if self.amp_levels >= self.config.num_levels else "fp32"
+            return self._forward(x, level_idx, whole)
+        n = split.n_amp
+        head = self._forward(x[:n], level_idx[:n], self.runtime.precision).float()
+        tail = self._forward(x[n:], level_idx[n:], "fp32").float()
         return torch.cat([head, tail])
 
     def _draw_levels(self, batch: int) -> torch.Tensor | None:
-        """The split's stratified levels (bf16 levels first), or None for the uniform draw."""
+        """The split's stratified levels (amp levels first), or None for the uniform draw."""
         split = self._split
         if split is None:
             return None
         g, dev = self.generator, self.device
-        head = torch.randint(0, split.k, (split.n_bf16,), generator=g, device=dev)
-        tail = torch.randint(split.k, split.num_levels, (batch - split.n_bf16,), generator=g, device=dev)
+        head = torch.randint(0, split.k, (split.n_amp,), generator=g, device=dev)
+        tail = torch.randint(split.k, split.num_levels, (batch - split.n_amp,), generator=g, device=dev)
         return torch.cat([head, tail])
 
     def _train_step(self) -> None:
+        """One optimiser step: replayed from the captured graph once there is one, else run."""
+        if self._captured is not None:
+            self._captured.step()
+        else:
+            self._step_kernels()
+        if self.ema is not None:
+            self.ema.num_updates += 1
+        self._steps_since += 1
+        self.step += 1
+
+    def _step_kernels(self) -> None:
+        """The device work of one step, no host sync and no Python state that a CUDA-graph
+        replay would not repeat (the counters are :meth:`_train_step`'s)."""
         cfg = self.config
         idx = torch.randint(0, self.images.shape[0], (cfg.batch_size,), generator=self.generator, device=self.device)
         x = dequantize(self.images[idx], generator=self.generator)
@@ -239,19 +267,24 @@ class Trainer:
             weights=self._split_weights,
         )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler = self.scaler
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)  # clip the true gradients; a found inf skips the step
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
-        self.optimizer.step()
+        if scaler is None:
+            self.optimizer.step()
+        else:
+            scaler.step(self.optimizer)
+            scaler.update()
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.fold(self.model)
         per_example = per_example.detach().double()
         self._loss_sum += loss.detach()
         self._nonfinite += (~torch.isfinite(loss.detach())).double()
         self._level_sum.index_add_(0, level_idx, per_example)
         self._level_count.index_add_(0, level_idx, torch.ones_like(per_example))
-        self._steps_since += 1
-        self.step += 1
 
     def train(self, n_iters: int, step_guard: Callable[[], Any] | None = None) -> dict[str, Any]:
         """Run ``n_iters`` optimiser steps; return a summary of the steps since the last call.
@@ -323,7 +356,7 @@ class Trainer:
     def score_fn(self, use_ema: bool = True) -> rt.LevelScore:
         """The score s(x, i) for the sampler: (x float [B, C, H, W] in [0, 1] units, level_idx
         int64 [B]) -> float32 [B, C, H, W]. Uses the EMA weights when ``use_ema`` and EMA is on,
-        the trained weights otherwise. bf16 for the trainer's bf16 levels, fp32 for the others
+        the trained weights otherwise. The amp precision for the trainer's amp levels, fp32 for the others
         (``at_level(i)`` picks without a host sync), channels_last as the trainer; compiled for
         sampling (its own static-shape compilation) where compile is on, and replayed as CUDA
         graphs where cuda_graphs is on. Built once per module and reused.
@@ -331,7 +364,7 @@ class Trainer:
         module = self.ema.module if (use_ema and self.ema is not None) else self.model
         key = id(module)
         if key not in self._scores:
-            self._scores[key] = rt.sampler_score(module, self.runtime, self.bf16_levels, self.config.num_levels)
+            self._scores[key] = rt.sampler_score(module, self.runtime, self.amp_levels, self.config.num_levels)
         return self._scores[key]
 
     # ---------------------------------------------------------------------------- checkpoints
@@ -354,6 +387,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "rng": rng,
         }
 
@@ -368,7 +402,12 @@ class Trainer:
                     f"checkpoint has {name}={saved[name]!r}, this trainer has {getattr(self.config, name)!r}"
                 )
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])  # new state tensors: capture again
+        if self._captured is not None:
+            self._captured = _CapturedStep(self)
+            self._warmup_left = max(self._warmup_left, _CapturedStep.WARMUP + 1)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             if state["ema"] is not None:
                 self.ema.load_state_dict(state["ema"])
@@ -416,8 +455,53 @@ class Trainer:
         return trainer
 
 
-def _adam_kernel(device: torch.device) -> dict[str, bool]:
-    """Fused Adam (one kernel for all parameters) where the build has it, else foreach."""
+def _adam_kernel(device: torch.device, captured: bool = False) -> dict[str, bool]:
+    """Fused Adam (one kernel for all parameters) on CUDA, capturable inside a CUDA graph when
+    the step is captured (its step count stays on the device); foreach on a CPU."""
     if device.type == "cuda":
-        return {"fused": True}
+        return {"fused": True, "capturable": captured}
     return {"foreach": True}
+
+
+class _CapturedStep:
+    """A trainer's steady step as one CUDA graph.
+
+    The first :attr:`WARMUP` steps run as they are, on a side stream (compilation, cuDNN's
+    autotuner and every lazily created state: Adam's moments, the loss scale); the next call
+    captures :meth:`Trainer._step_kernels` (draw, forward, backward, scaler, clipping, Adam, EMA,
+    accumulators) with the trainer's generator registered, so each replay draws new batches,
+    levels and noise; every later step is one replay. Gradients live in the graph's pool and
+    are overwritten by each replay. :attr:`capture_seconds` says what the capture cost.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.uncaptured = 0
+        self.capture_seconds: float | None = None
+
+    def step(self) -> None:
+        trainer = self.trainer
+        if self.graph is None and self.uncaptured < self.WARMUP:
+            side = torch.cuda.Stream(device=trainer.device)
+            side.wait_stream(torch.cuda.current_stream(trainer.device))
+            with torch.cuda.stream(side):
+                trainer._step_kernels()
+            torch.cuda.current_stream(trainer.device).wait_stream(side)
+            self.uncaptured += 1
+            return
+        if self.graph is None:
+            self._capture()
+        self.graph.replay()
+
+    def _capture(self) -> None:
+        trainer, start = self.trainer, time.perf_counter()
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(trainer.generator)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            trainer._step_kernels()
+        self.graph = graph
+        self.capture_seconds = time.perf_counter() - start

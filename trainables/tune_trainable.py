@@ -106,7 +106,7 @@ def sample_and_score(trainer: Trainer, config: dict[str, Any], budget: Budget, e
     sample_seconds = time.perf_counter() - start
     start = time.perf_counter()
     metrics = intervals.evaluate(
-        samples.cpu(), seed=budget.seed, precision=rt.protocol_precision(trainer.runtime, trainer.bf16_levels)
+        samples.cpu(), seed=budget.seed, precision=rt.protocol_precision(trainer.runtime, trainer.amp_levels)
     )
     score_seconds = time.perf_counter() - start
     snr = result.snr.float().cpu()
@@ -211,11 +211,11 @@ def use_search_compile_cache(trainer: Trainer) -> None:
 
 def runtime_record(trainer: Trainer) -> dict:
     """How the trial ran, as resolved on its device (the report shows it): device and its name,
-    amp, the levels in bf16, compile modes, channels_last, cuda_graphs."""
+    amp, the levels in the amp precision, compile modes, channels_last, cuda_graphs."""
     record = trainer.runtime.record()
     device = trainer.device
     record["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    record["bf16_levels"] = trainer.bf16_levels
+    record["amp_levels"] = trainer.amp_levels
     record["threads"] = torch.get_num_threads()
     return record
 

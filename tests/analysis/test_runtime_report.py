@@ -16,14 +16,14 @@ GPU = {
     "device_name": "NVIDIA H200",
     "amp": "bf16",
     "amp_min_sigma": 0.1,
-    "bf16_levels": 5,
+    "amp_levels": 5,
     "compile_train": "default",
     "compile_sample": "default",
     "cuda_graphs": "on",
     "channels_last": True,
     "threads": 1,
 }
-CPU = {**GPU, "device": "cpu", "device_name": "cpu", "amp": "off", "bf16_levels": 0, "compile_train": "off"}
+CPU = {**GPU, "device": "cpu", "device_name": "cpu", "amp": "off", "amp_levels": 0, "compile_train": "off"}
 CPU.update(compile_sample="off", cuda_graphs="off")
 
 

@@ -51,13 +51,13 @@ def test_cpu_defaults_and_what_a_cpu_cannot_do():
     cpu = torch.device("cpu")
     r = rt.resolve(TrainConfig(device="cpu"), cpu)
     assert (r.amp, r.compile_train, r.compile_sample, r.cuda_graphs, r.channels_last) == (
-        False,
+        "off",
         None,
         None,
         False,
         True,
     )
-    assert rt.resolve(TrainConfig(amp="bf16", compile="default"), cpu).amp is True
+    assert rt.resolve(TrainConfig(amp="bf16", compile="default"), cpu).amp == "bf16"
     with pytest.raises(ValueError, match="cuda_graphs='on': needs a CUDA device"):
         rt.resolve(TrainConfig(cuda_graphs="on"), cpu)
     with pytest.raises(ValueError, match=r"TrainConfig\.cuda_graphs='on'"):
@@ -77,11 +77,24 @@ def test_cuda_defaults_compile_and_leave_graphs_to_the_sampler():
     assert rt.resolve(TrainConfig(amp="off", compile="off"), cuda).record()["compile_train"] == "off"
 
 
-def test_bf16_levels_are_the_prefix_at_or_above_amp_min_sigma():
+def test_amp_levels_are_the_prefix_at_or_above_amp_min_sigma():
     ladder = [1.0, 0.5, 0.1, 0.05, 0.01]
-    assert rt.bf16_levels(ladder, True, 0.1) == 3
-    assert rt.bf16_levels(ladder, True, 0.0) == 5
-    assert rt.bf16_levels(ladder, False, 0.1) == 0
+    assert rt.amp_levels(ladder, "bf16", 0.1) == 3
+    assert rt.amp_levels(ladder, "fp16", 0.0) == 5
+    assert rt.amp_levels(ladder, "off", 0.1) == 0
+
+
+def test_cuda_auto_is_fp16_at_every_level_and_a_captured_step(monkeypatch):
+    # resolving touches no GPU once the capability probe answers: this runs on a CPU machine too
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(rt, "fp16_tensor_cores", lambda device: True)
+    r = rt.resolve(TrainConfig(), cuda)
+    assert (r.amp, r.amp_min_sigma, r.cuda_graphs, r.captured_training) == ("fp16", 0.0, True, True)
+    # a compile mode that captures its own CUDA graphs leaves the training step to inductor
+    assert not rt.resolve(TrainConfig(compile="reduce-overhead"), cuda).captured_training
+    assert rt.resolve(TrainConfig(amp_min_sigma=0.02), cuda).amp_min_sigma == 0.02  # the user's floor wins
+    monkeypatch.setattr(rt, "fp16_tensor_cores", lambda device: False)
+    assert rt.resolve(TrainConfig(), cuda).amp == "off"  # no tensor cores: fp32
 
 
 def test_reported_rate_leaves_the_warm_up_out():
@@ -149,6 +162,6 @@ def test_the_sampler_takes_runtime_settings_from_its_trial_not_the_checkpoint(tm
     trained.save(tmp_path / STATE_FILE)
     (tmp_path / METRICS_FILE).write_text(json.dumps({"metrics": {}, "counters": {}, "config": {}}))
     frozen = FrozenCheckpoint(tmp_path, "cpu", runtime={"amp": "off", "channels_last": False})
-    assert frozen.trainer.runtime.amp is False and frozen.trainer.bf16_levels == 0
+    assert frozen.trainer.runtime.amp == "off" and frozen.trainer.amp_levels == 0
     assert frozen.trainer.channels_last is False and frozen.trainer.config.seed == 5
-    assert FrozenCheckpoint(tmp_path, "cpu").trainer.runtime.amp is False  # the defaults: CPU -> off
+    assert FrozenCheckpoint(tmp_path, "cpu").trainer.runtime.amp == "off"  # the defaults: CPU -> off
