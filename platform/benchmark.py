@@ -85,7 +85,7 @@ def check(args: argparse.Namespace) -> int:
 
     sizes = gpu_probes.SMOKE if args.smoke_test else gpu_probes.CheckSizes()
     skip = tuple(name for name in args.skip.split(",") if name)
-    report = gpu_check.run_check(args.device if args.device != "auto" else "cuda", sizes, skip)
+    report = gpu_check.run_check(args.device if args.device != "auto" else "cuda", sizes, skip, out=args.out)
     print(gpu_check.format_report(report))
     gpu_check.write(report, args.out)
     print(f"wrote {args.out}")
