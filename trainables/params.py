@@ -174,9 +174,8 @@ SETTINGS: dict[str, Setting] = {
     "amp": Setting(
         str,
         "auto",
-        "reduced precision for the noise levels with sigma >= amp_min_sigma, fp32 below: 'fp16' "
-        "(fp16 convolutions, fp32 elementwise, scaled loss), 'bf16' (bf16 autocast), 'tf32' (TF32 "
-        "convolutions, CUDA); 'off': fp32; 'auto': fp16 on a GPU with tensor cores, off elsewhere",
+        "precision of the levels with sigma >= amp_min_sigma, fp32 below (trainables/arithmetic.py); "
+        "'auto': fp16 on a GPU with tensor cores, off elsewhere",
         RUNTIME,
         values=("auto", "off", "fp16", "bf16", "tf32"),
         aliases=((None, "auto"), (False, "off"), (True, "bf16")),
