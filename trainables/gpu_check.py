@@ -244,16 +244,16 @@ def train_throughput(run: Run) -> Outcome:
     values: dict[str, Any] = {}
     flops = train_flops(run.trainer(compile="off", cuda_graphs="off"))
     values["train_gflop_per_step"] = flops / 1e9
-    variants = [
-        ("captured eager", {"compile": "off"}),
-        ("eager", {"compile": "off", "cuda_graphs": "off"}),
-        ("fp32 eager", {"compile": "off", "cuda_graphs": "off", "amp": "off"}),
-    ]
+    if run.on_cuda:  # what trials run (the captured eager step), then without graphs, then fp32
+        variants = [
+            ("default", {}),
+            ("eager", {"cuda_graphs": "off"}),
+            ("fp32 eager", {"cuda_graphs": "off", "amp": "off"}),
+        ]
+    else:
+        variants = [("eager", {}), ("fp32 eager", {"amp": "off"})]
     if "compile" not in run.skip:
-        variants.insert(0, ("default", {}))  # what trials run: compiled, captured
-    if not run.on_cuda:
-        variants = [(label, {k: v for k, v in kw.items() if k != "cuda_graphs"}) for label, kw in variants]
-        variants = [v for v in variants if v[0] != "captured eager"]
+        variants.insert(0, ("compiled", {"compile": "default"}))  # captured too, where graphs are on
     for label, kw in variants:
         trainer = run.trainer(**kw)
         if run.on_cuda:

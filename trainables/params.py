@@ -195,7 +195,7 @@ SETTINGS: dict[str, Setting] = {
         "auto",
         "torch.compile mode of the network ('off', 'default', 'reduce-overhead', 'max-autotune', "
         "'max-autotune-no-cudagraphs'); separate static-shape compilations for training and sampling; "
-        "'auto': 'default' on CUDA, 'off' on a CPU",
+        "'auto': 'off' (on CUDA the training step is a captured CUDA graph instead; trainables/runtime.py)",
         RUNTIME,
         values=("auto", "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
         aliases=((False, "off"), (True, "default")),

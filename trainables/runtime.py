@@ -13,11 +13,15 @@ Defaults (``"auto"``) per device, and why:
   behind the choice, are in :mod:`trainables.arithmetic` and ``python -m trainables.precision``:
   fp16 convolutions with fp32 elementwise work keep the score error within the bound at every
   level down to sigma 0.005, so the whole ladder runs on tensor cores and a training step is one
-  forward pass. ``compile`` = ``"default"`` (inductor fuses the 71 instance-norm++ layers'
-  elementwise work: an eager step issues thousands of small kernels). ``cuda_graphs`` = on: the
-  steady training step (forward, backward, gradient scaling and clipping, Adam, EMA, loss
-  accumulators) is captured once and replayed as one CUDA graph, and each sampler network
-  evaluation too. ``channels_last`` = on (NHWC is the layout cuDNN's tensor-core convolutions use).
+  forward pass. ``cuda_graphs`` = on: the steady training step (forward, backward, gradient
+  scaling and clipping, Adam, EMA, loss accumulators) is captured once and replayed as one CUDA
+  graph, and each sampler network evaluation too, so the ~5,700 small kernels of an eager step
+  cost no launch each. ``compile`` = off: the one measurement of inductor on an H200 was a
+  383 s first warm-up (training and sampling graphs), and a search pays a compile per new ladder
+  length and batch size, where a captured eager step warms up in seconds; ``compile: default``
+  (inductor fuses the norms' elementwise work; the captured step then replays the compiled
+  kernels) stays an option, and the GPU check measures both. ``channels_last`` = on (NHWC is the
+  layout cuDNN's tensor-core convolutions use).
 - **CPU.** ``amp`` = off: reduced precision changes the numbers, and CPUs without AVX512-BF16/AMX
   emulate it, tens of times slower (with native bf16, measured on this project's 2-core
   AVX512-BF16 machine at ngf 32, batch 64: the old per-level bf16 design 1.16x the fp32 step).
@@ -214,7 +218,7 @@ def resolve(config: Any, device: torch.device) -> Runtime:
         min_sigma = DEFAULT_MIN_SIGMA.get(amp, 0.0)
     mode = config.compile
     if mode == "auto":
-        mode = "default" if on_cuda else "off"
+        mode = "off"  # on CUDA too: the captured eager step needs no compile (module docstring)
     if config.cuda_graphs == "on" and not on_cuda:
         raise ValueError(f"cuda_graphs='on': needs a CUDA device, this trial runs on {device}; use auto or off")
     graphs = on_cuda and config.cuda_graphs in ("auto", "on")

@@ -64,11 +64,13 @@ def test_cpu_defaults_and_what_a_cpu_cannot_do():
         Trainer(TrainConfig(cuda_graphs="on", device="cpu"), IMAGES)
 
 
-def test_cuda_defaults_compile_and_leave_graphs_to_the_sampler():
+def test_cuda_defaults_capture_instead_of_compiling_and_compile_modes_keep_their_graphs():
     # amp off: resolving touches no GPU, so this runs on a CPU machine too
     cuda = torch.device("cuda")
     r = rt.resolve(TrainConfig(amp="off"), cuda)
-    assert (r.compile_train, r.compile_sample, r.cuda_graphs) == ("default", "default", True)
+    assert (r.compile_train, r.compile_sample, r.cuda_graphs, r.captured_training) == (None, None, True, True)
+    r = rt.resolve(TrainConfig(amp="off", compile="default"), cuda)
+    assert (r.compile_train, r.compile_sample, r.captured_training) == ("default", "default", True)
     r = rt.resolve(TrainConfig(amp="off", compile="reduce-overhead"), cuda)
     # the sampler replays its own graphs around a graph-free compilation
     assert (r.compile_train, r.compile_sample) == ("reduce-overhead", "default")
