@@ -503,7 +503,13 @@ class _CapturedStep:
         graph = torch.cuda.CUDAGraph()
         graph.register_generator_state(trainer.generator)
         trainer.optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(graph):
-            trainer._step_kernels()
+        try:
+            with torch.cuda.graph(graph):
+                trainer._step_kernels()
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"capturing the training step as a CUDA graph failed ({' '.join(str(err).split())[:300]}); "
+                f"set runtime.cuda_graphs: off in the spec (cuda_graphs='off') to train without the capture"
+            ) from err
         self.graph = graph
         self.capture_seconds = time.perf_counter() - start
