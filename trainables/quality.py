@@ -461,9 +461,9 @@ def evaluate(
     fid, kid, kid_std, inception_score, precision, recall, density, coverage, class_coverage,
     class_histogram (10 counts), protocol (dict) and protocol_id (its :func:`protocol_id`).
     :func:`trainables.intervals.evaluate` adds the 95% interval of every metric (what trials report).
-    ``precision``: how the samples were computed where that changes them (a run under bf16 amp:
-    ``{"amp": "bf16", "amp_min_sigma": 0.1}``, :func:`trainables.runtime.protocol_precision`); it
-    becomes part of the protocol, so bf16 and fp32 results are never ranked together. None (fp32)
+    ``precision``: how the samples were computed where that changes them (a run under fp16 amp:
+    ``{"amp": "fp16", "amp_min_sigma": 0.0}``, :func:`trainables.runtime.protocol_precision`); it
+    becomes part of the protocol, so results of different precisions are never ranked together. None (fp32)
     adds nothing: fp32 results keep the ids they always had.
     """
     check_images(images)
