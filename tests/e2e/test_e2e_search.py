@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, run_search_cli, start_search
+from conftest import REPO, free_port, run_search_cli, start_search
 
 from search_spaces.spec import load_spec, warm_start_points
 
@@ -270,3 +272,53 @@ def test_a_trial_whose_worker_dies_resumes_from_its_checkpoint_and_stays_one_opt
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     final = {r["trial_id"]: r["kid"] for t in trial_dirs(exp_dir) for r in result_rows(t)[-1:]}
     assert sorted(t.value for t in study.trials) == pytest.approx(sorted(final.values()))
+
+
+def readme_dashboard_command(exp_dir: Path, port: int) -> list[str]:
+    """The README's optuna-dashboard command line, pointed at ``exp_dir`` and ``port``."""
+    lines = [line.strip() for line in (REPO / "README.md").read_text().splitlines()]
+    line = next(line for line in lines if line.startswith("optuna-dashboard sqlite:///"))
+    assert "$PWD/runs/<name>/optuna.db" in line and "--host 127.0.0.1" in line and "--port 8080" in line, line
+    line = line.replace("$PWD/runs/<name>", str(exp_dir.resolve())).replace("--port 8080", f"--port {port}")
+    argv = shlex.split(line)
+    argv[0] = str(Path(sys.executable).with_name("optuna-dashboard"))  # the venv's, activated or not
+    return argv
+
+
+def get_json(url: str, deadline: float) -> dict:
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return json.loads(answer.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_the_readme_s_optuna_dashboard_serves_the_finished_study(smoke_experiment):
+    exp_dir = smoke_experiment.exp_dir
+    study = study_of(exp_dir)
+    port = free_port()
+    proc = subprocess.Popen(
+        readme_dashboard_command(exp_dir, port), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        summaries = get_json(f"{base}/api/studies", time.monotonic() + 60)["study_summaries"]
+        assert [s["study_name"] for s in summaries] == [study.study_name]
+        assert summaries[0]["directions"] == ["minimize"]  # smoke.yaml ranks by kid, mode min
+        detail = get_json(f"{base}/api/studies/{summaries[0]['study_id']}", time.monotonic() + 30)
+        served = {t["number"]: t for t in detail["trials"]}
+        assert sorted(served) == sorted(t.number for t in study.trials)
+        for trial in study.trials:
+            assert served[trial.number]["state"] == "Complete"
+            assert served[trial.number]["values"] == pytest.approx([trial.value])
+            assert {p["name"] for p in served[trial.number]["params"]} == set(trial.params)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
