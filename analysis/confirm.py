@@ -15,7 +15,6 @@ needs (the full budget from the cost estimate search.json keeps), instead of pre
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,19 +28,9 @@ from trainables.layout import (
     CONFIRM_SUMMARY,
     WARM_START_NAMES,
 )
-from trainables.metrics import BETTER, TIED, WORSE
+from trainables.metrics import BETTER, FAR_FROM_DIGITS, TIED, WORSE, far_from_digits
 from trainables.units import duration
 
-# Far from digits, judged on the feature network (python -m trainables.known_answers --quality,
-# 1,000 images against the MNIST test set): real training digits score class coverage 1.00,
-# recall 0.86, KID -0.01; digits blurred by 0.6 px still 1.00, 0.03, 1.4 (digits, and not
-# flagged); blurred by 1.5 px 0.23, 0, 5.4; one digit class only 0.01; uniform noise 0, 0, 181;
-# the white blobs of a CPU preview (ngf 16, 1,850 iterations) class coverage 0.12, recall 0.
-FAR_FROM_DIGITS = {  # metric: (comparison, threshold, how it reads, what real digits score)
-    "class_coverage": ("<", 0.5, "class coverage", "real digits 1.00"),
-    "recall": ("<", 0.01, "recall", "real digits 0.86"),
-    "kid": (">", 5.0, "KID", "real digits about 0, digits blurred by 1.5 px 5.4"),
-}
 SHOWN = ("fid", "kid", "precision", "recall", "coverage")  # metrics of the comparison table
 
 
@@ -127,20 +116,6 @@ def pipeline_check(exp, ranked: pd.DataFrame) -> list[str]:
         top = ranked[ranked["rank"].notna()].iloc[0]
         values = {m: float(top[m]) for m in FAR_FROM_DIGITS if m in top and pd.notna(top[m])}
     return far_from_digits(values)
-
-
-def far_from_digits(values: dict[str, float]) -> list[str]:
-    """One phrase per criterion of :data:`FAR_FROM_DIGITS` that these metric values fail (a
-    metric they lack is not judged)."""
-    reasons = []
-    for name, (op, limit, label, real) in FAR_FROM_DIGITS.items():
-        value = values.get(name)
-        if value is None or math.isnan(value):
-            continue
-        if (op == "<" and value < limit) or (op == ">" and value > limit):
-            side = "below" if op == "<" else "above"
-            reasons.append(f"{label} {fmt(value)} ({side} {fmt(limit)}; {real})")
-    return reasons
 
 
 def _needs(exp) -> str:

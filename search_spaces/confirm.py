@@ -37,6 +37,7 @@ from search_spaces.confirm_select import (
     ConfirmTrial,
     Say,
     cost,
+    pipeline_sized,
     requested,
     select_trials,
     settings_for,
@@ -54,7 +55,7 @@ from trainables.layout import (
     same_value,
     trial_dirname,
 )
-from trainables.metrics import METRICS
+from trainables.metrics import METRICS, far_from_digits
 from trainables.units import duration
 
 # ---------------------------------------------------------------------------------------------
@@ -432,6 +433,24 @@ def _mean_sd(values: list[float]) -> dict | None:
     return {"mean": mean, "sd": sd, "per_seed": values}
 
 
+def pipeline_size(plan: ConfirmPlan, section: Any, eval_samples: int) -> tuple[ConfirmSettings | None, str]:
+    """(the settings of a confirmation sized for a pipeline check, the line that says why) when
+    the search's best trial's samples are far from digits (trainables.metrics.far_from_digits on
+    its checkpoint's scores) and the spec's confirm ``section`` sets no sample count; (None, "")
+    otherwise. A full-size stage would then spend minutes confirming a ranking of noise."""
+    best = next((t for t in plan.trials if t.search_rank == 1), None)
+    reasons = far_from_digits(best.metrics) if best is not None else []
+    if not reasons or (section is not None and section.samples):
+        return None, ""
+    full, small = plan.settings, pipeline_sized(plan.settings, eval_samples)
+    return small, (
+        f"confirmation: sized as a pipeline check ({small.seeds} seeds x {small.samples} samples, not "
+        f"{full.seeds} x {full.samples}): the search's best samples are far from digits ({'; '.join(reasons)}), "
+        f"so a full-size stage would rank noise. The full size on demand: python platform/confirm.py "
+        f"{plan.exp_dir} --seeds {full.seeds} --samples {full.samples}"
+    )
+
+
 def confirm_after_search(spec: Any, exp_dir: Path, options: Any, say: Say = print) -> bool:
     """Run the stage after a search that ended when the spec or ``options.confirm`` asks for it;
     False when it was asked for and could not run (the reason is said), True otherwise."""
@@ -439,6 +458,10 @@ def confirm_after_search(spec: Any, exp_dir: Path, options: Any, say: Say = prin
         return True
     try:
         plan = plan_confirmation(exp_dir, settings_for(read_search_record(exp_dir)))
+        small, why = pipeline_size(plan, spec.confirm, spec.budget.eval_samples)
+        if small is not None:
+            say(why)
+            plan = plan_confirmation(exp_dir, small)
         for line in plan_lines(plan):
             say(line)
         run_confirmation(plan, options, say)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ Say = Callable[[str], None]
 DEFAULT_TOP_K = 3
 DEFAULT_SEEDS = 3
 PREVIEW_FACTOR = 4  # N = 4 x eval_samples in a preview (CPU)
+PIPELINE_SEEDS = 2  # seeds of a confirmation sized for a pipeline check (paired verdicts need 2)
 FULL_SAMPLES = 5000  # N with the full budget (a GPU)
 
 
@@ -60,6 +61,18 @@ def default_samples(budget_mode: str | None, eval_samples: int) -> int:
     if budget_mode in ("preview", "smoke"):
         return max(MIN_SAMPLES, PREVIEW_FACTOR * int(eval_samples))
     return FULL_SAMPLES
+
+
+def pipeline_sized(settings: ConfirmSettings, eval_samples: int) -> ConfirmSettings:
+    """The confirmation sized for a pipeline check (the search's best samples far from digits:
+    no setting makes digits, so a full-size stage would only confirm noise): the same trials,
+    :data:`PIPELINE_SEEDS` seeds of ``eval_samples`` images (at least the k-NN metrics' minimum),
+    never more than ``settings`` asks."""
+    return replace(
+        settings,
+        seeds=min(settings.seeds, PIPELINE_SEEDS),
+        samples=min(settings.samples, max(MIN_SAMPLES, int(eval_samples))),
+    )
 
 
 def check_request(top_k: int | None, seeds: int | None, samples: int | None, resamples: int | None = None) -> None:
@@ -123,6 +136,7 @@ class ConfirmTrial:
     use_config_sampler: bool
     nfe_per_sample: int
     sampler: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)  # a joint trial's checkpoint's original scores
 
 
 def _rows(trial_dir: Path) -> list[dict]:
@@ -203,7 +217,7 @@ def _candidates(exp_dir: Path, kind: str, metric: str, mode: str) -> list[tuple[
             sampler = _sampler(best.config, None)
             key = (sign * best.value, trial_id)
             trial = ConfirmTrial(
-                trial_id, trial_dir.name, [], None, best.value, str(best.path), config, False, 0, sampler
+                trial_id, trial_dir.name, [], None, best.value, str(best.path), config, False, 0, sampler, best.metrics
             )
             trial.nfe_per_sample = _nfe(best.num_levels, sampler)
         else:
@@ -284,22 +298,36 @@ def cost(trials: list[ConfirmTrial], seeds: int, samples: int, seconds_per_image
     return out
 
 
-def cost_line(settings: ConfirmSettings, trials: int, nfe: int, seconds_per_image_eval: float | None) -> str:
-    """One line for the cost estimate before a search: up to ``trials`` trials (top K + warm
-    starts) x seeds x samples x ``nfe`` network evaluations, and their seconds."""
-    evals = trials * settings.seeds * settings.samples * nfe
+def cost_line(settings: ConfirmSettings, nfes: list[int], seconds_per_image_eval: float | None) -> str:
+    """One line for the cost estimate before a search: up to ``len(nfes)`` trials (top K + warm
+    starts) x seeds x samples, trial i at ``nfes[i]`` network evaluations per sample, and their
+    seconds."""
+    evals = settings.seeds * settings.samples * sum(nfes)
+    each = f"{nfes[0]}" if len(set(nfes)) == 1 else f"{min(nfes)}-{max(nfes)}"
     line = (
-        f"confirmation stage: up to {trials} trials (top {settings.top_k} + warm starts) x {settings.seeds} seeds x "
-        f"{settings.samples} samples x {nfe} network evaluations per sample = {evals:,} network evaluations"
+        f"confirmation stage: up to {len(nfes)} trials (top {settings.top_k} + warm starts) x {settings.seeds} seeds x "
+        f"{settings.samples} samples x {each} network evaluations per sample = {evals:,} network evaluations"
     )
     if seconds_per_image_eval is not None:
         line += f", ~{duration(evals * seconds_per_image_eval)} of one trial's share at the measured rate, plus scoring"
     return line
 
 
-def search_estimate(estimate: Any, spec: Any, options: Any, warm_starts: int) -> tuple[str, dict]:
-    """(the confirmation's line of the cost estimate before a search, what search.json keeps of
-    the estimate) for the sized ``spec`` of a joint search with ``warm_starts`` warm-start points."""
+def confirm_nfes(estimate: Any, top_k: int, warm: list[dict], num_trials: int) -> list[int]:
+    """Network evaluations per sample of each trial a confirmation may sample, largest first:
+    each warm start's own (its point over the typical config) and the typical trial's for the
+    top K, at most ``num_trials`` of them (a bound: the top K may include warm starts)."""
+    config = dict(estimate.config)
+    nfes = [_nfe(int({**config, **point}["num_levels"]), {**config, **point}) for point in warm]
+    nfes += [int(estimate.nfe_per_sample)] * top_k
+    return sorted(nfes, reverse=True)[: max(1, min(num_trials, len(nfes)))]
+
+
+def search_estimate(estimate: Any, spec: Any, options: Any, warm: list[dict]) -> tuple[str, dict]:
+    """(the confirmation's lines of the cost estimate before a search, what search.json keeps of
+    the estimate) for the sized ``spec`` of a joint search with the warm-start points ``warm``.
+    In a preview or smoke run the stage may be sized as a pipeline check (:func:`pipeline_sized`):
+    both sizes are given."""
     from search_spaces.loading import load_spec
 
     mode = "smoke" if getattr(options, "smoke_test", False) else "preview" if spec.previewed else "full"
@@ -309,19 +337,26 @@ def search_estimate(estimate: Any, spec: Any, options: Any, warm_starts: int) ->
         seeds=section.seeds,
         samples=section.samples or default_samples(mode, spec.budget.eval_samples),
     )
-    trials = min(spec.budget.num_trials, settings.top_k + warm_starts)
+    nfes = confirm_nfes(estimate, settings.top_k, warm, spec.budget.num_trials)
     full = None
     if spec.previewed and spec.source and Path(spec.source).is_file():
         full = load_spec(spec.source)  # the file's full budget, for what a real result needs
         if full.budget == spec.budget and full.fixed == spec.fixed:
             full = None  # the spec has no preview: this was its whole budget
-    line = cost_line(settings, trials, int(estimate.nfe_per_sample), float(estimate.seconds_per_image_eval))
+    rate = float(estimate.seconds_per_image_eval)
+    line = cost_line(settings, nfes, rate)
     if not requested(spec.confirm, getattr(options, "confirm", None)):
         line += " (not requested: the spec's confirm section or --confirm runs it)"
-    return line, estimate_record(estimate, settings, trials, full)
+    elif mode != "full" and not section.samples:
+        small = pipeline_sized(settings, spec.budget.eval_samples)
+        line += (
+            "\n  or, where the best samples are far from digits (a pipeline check, as a CPU preview's are): "
+            + cost_line(small, nfes, rate).removeprefix("confirmation stage: ")
+        )
+    return line, estimate_record(estimate, settings, nfes, full)
 
 
-def estimate_record(estimate: Any, settings: ConfirmSettings, trials: int, full_spec: Any = None) -> dict:
+def estimate_record(estimate: Any, settings: ConfirmSettings, nfes: list[int], full_spec: Any = None) -> dict:
     """What search.json keeps of the cost estimate before a search (the report reads it): the
     measured rates, this budget's bounds, the confirmation's cost, and where the search ran a
     preview the spec's full budget projected from the same measurements (:func:`project_full`)."""
@@ -341,12 +376,12 @@ def estimate_record(estimate: Any, settings: ConfirmSettings, trials: int, full_
         if hasattr(estimate, k)
     }
     measured["config"] = {k: estimate.config.get(k) for k in ("ngf", "batch_size", "num_levels", "n_steps_each")}
-    evals = trials * settings.seeds * settings.samples * int(estimate.nfe_per_sample)
+    evals = settings.seeds * settings.samples * sum(nfes)
     record = {
         **measured,
         "confirmation": {
             **asdict(settings),
-            "trials": trials,
+            "trials": len(nfes),
             "network_evals": evals,
             "sampling_seconds": evals * float(estimate.seconds_per_image_eval),
         },

@@ -69,7 +69,8 @@ def plan(spec: SearchSpec, prepared: None, options: SearchOptions) -> SearchPlan
         estimate = estimate_cost(spec, trial_budget(spec))
         messages.append(format_estimate(estimate))
         # what the confirmation stage and the full budget would cost, kept for the report
-        line, record["cost_estimate"] = confirm_select.search_estimate(estimate, spec, options, len(warm))
+        points = [point for _, point in warm]
+        line, record["cost_estimate"] = confirm_select.search_estimate(estimate, spec, options, points)
         messages.append(line)
     function, budget = trainable(spec)
     return SearchPlan(

@@ -293,7 +293,7 @@ def _confirm_line(spec: SearchSpec, sampler: SamplerPlan, options: SearchOptions
         if sampler.warm_starts
         else 1
     )
-    line = confirm_select.cost_line(settings, section.top_k + len(sampler.warm_starts), nfe, None)
+    line = confirm_select.cost_line(settings, [nfe] * (section.top_k + len(sampler.warm_starts)), None)
     return (
         line
         if confirm_select.requested(spec.confirm, options.confirm)

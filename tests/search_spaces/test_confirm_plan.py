@@ -198,3 +198,39 @@ def test_results_on_disk_are_reused_and_summarised_into_the_verdicts_analysis_re
     assert "Statistically tied with it" in answer and other in answer
     assert "Versus the NCSNv2 recommended setting (Song & Ermon 2020) (trial 5d0b1_00001" in answer
     assert "Not confirmed yet (seeds missing): 5d0b1_00000" in answer
+
+
+def test_a_search_whose_best_samples_are_far_from_digits_gets_a_pipeline_sized_confirmation(tmp_path):
+    exp = smoke_like(tmp_path)
+    full = confirm_select.ConfirmSettings(3, 3, 400)
+    plan = confirm.plan_confirmation(exp.exp_dir, full)
+    # the fake search's best checkpoint scores as digits do: the full size stays
+    assert confirm.pipeline_size(plan, None, eval_samples=100) == (None, "")
+    best = next(t for t in plan.trials if t.search_rank == 1)
+    path = tmp_path / best.checkpoint / "metrics.json"
+    record = json.loads(path.read_text())
+    record["metrics"].update(class_coverage=0.12, recall=0.0)  # a CPU preview's blobs (kid kept: the ranking)
+    path.write_text(json.dumps(record))
+    plan = confirm.plan_confirmation(exp.exp_dir, full)
+    small, why = confirm.pipeline_size(plan, None, eval_samples=100)
+    assert small == confirm_select.ConfirmSettings(3, 2, 100)  # same trials, 2 seeds of eval_samples
+    assert why.startswith("confirmation: sized as a pipeline check (2 seeds x 100 samples, not 3 x 400)")
+    assert "class coverage 0.12 (below 0.5" in why and "recall 0 (below 0.01" in why
+    assert why.endswith(f"python platform/confirm.py {exp.exp_dir} --seeds 3 --samples 400")
+    assert confirm.plan_confirmation(exp.exp_dir, small).cost["network_evals"] * 6 == plan.cost["network_evals"]
+    # a sample count the spec's confirm section asks for is kept
+    assert confirm.pipeline_size(plan, _spec({"samples": 400}).confirm, eval_samples=100) == (None, "")
+    assert confirm_select.pipeline_sized(confirm_select.ConfirmSettings(3, 1, 50), 100).samples == 50  # never more
+
+
+def test_the_estimate_before_a_search_counts_each_warm_start_s_own_network_evaluations():
+    class Estimate:  # what estimate_cost measured: the typical trial's config and rates
+        config = {"num_levels": 10, "n_steps_each": 1, "denoise": True}
+        nfe_per_sample = 11
+
+    warm = [{"num_levels": 10}, {"num_levels": 95}]  # the 2019 ladder and NCSNv2's
+    assert confirm_select.confirm_nfes(Estimate, top_k=3, warm=warm, num_trials=6) == [96, 11, 11, 11, 11]
+    assert confirm_select.confirm_nfes(Estimate, top_k=3, warm=warm, num_trials=2) == [96, 11]
+    line = confirm_select.cost_line(confirm_select.ConfirmSettings(3, 2, 100), [96, 11, 11], 1e-3)
+    assert "up to 3 trials (top 3 + warm starts) x 2 seeds x 100 samples x 11-96 network evaluations" in line
+    assert f"= {2 * 100 * (96 + 22):,} network evaluations" in line
