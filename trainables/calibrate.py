@@ -91,10 +91,12 @@ def measure_joint(config: dict, budget, threads: int, iters: int = 3) -> dict:
     from trainables.train import Trainer
     from trainables.tune_trainable import train_config_from
 
+    entered = time.perf_counter()
     torch.set_num_threads(max(1, threads))
     device = rt.trial_device(str(config.get("device", budget.device)), ray.get_gpu_ids())
     images, _ = load_mnist(train=True)
     trainer = Trainer(train_config_from({**config, "device": device}, budget), images[:4096])
+    setup = time.perf_counter() - entered  # what a trial pays before its first step, as here
     first = trainer.train(2)  # the warm-up (compilation, autotuning) and a step
     steady = trainer.train(iters)
     batch = budget.eval_samples if trainer.device.type == "cuda" else min(budget.eval_samples, CPU_BATCH_CAP)
@@ -113,6 +115,8 @@ def measure_joint(config: dict, budget, threads: int, iters: int = 3) -> dict:
         "seconds_per_image_eval": per_image_eval,
         "sample_batch": batch,
         "seconds_per_scoring": time.perf_counter() - start,
+        "setup_seconds": setup,
+        "task_seconds": time.perf_counter() - entered,
     }
 
 
