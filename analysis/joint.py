@@ -22,6 +22,7 @@ from analysis.kinds import COMPUTE
 from analysis.load import Experiment, checkpoint_samples, load_study
 from analysis.plots import (
     image_grid,
+    plot_answer,
     plot_importance,
     plot_learning_curves,
     plot_metric_vs_params,
@@ -30,7 +31,7 @@ from analysis.plots import (
 )
 from analysis.rank import compare_with_warm_starts, compute_budgets, equal_compute_table, pareto_front
 from analysis.render import Block, capitalised, fmt, relation, top_text
-from trainables.layout import STOPPED, WARM_START_NAMES
+from trainables.layout import LEADERBOARD_CSV, STOPPED, WARM_START_NAMES
 from trainables.layout import TRAIN_TIME_ATTR as ITERATIONS
 from trainables.metrics import KID_STD, METRICS, hi_key, lo_key
 
@@ -38,7 +39,7 @@ TITLE = "Search report"
 TOP_TABLE = 10  # leaderboard rows shown in the report (leaderboard.csv holds all)
 TOP_CURVES = 5  # learning curves of the top trials
 TOP_SAMPLES = 4  # sample grids of the top trials beside real MNIST
-PLOT_PREFIXES = ("metric_vs_params", "learning_curves", "pareto", "importance", "samples_vs_mnist")
+PLOT_PREFIXES = ("answer", "metric_vs_params", "learning_curves", "pareto", "importance", "samples_vs_mnist")
 ATTENTION = (
     "Trials that did not run to the end of the budget",
     "Status comes from the files: error.txt (errored), a diverged report (diverged), done with fewer "
@@ -230,6 +231,48 @@ def _answer(exp: Experiment, ranked: pd.DataFrame, warm: pd.DataFrame, importanc
     return items
 
 
+def _answer_sentence(exp: Experiment, best: pd.Series, far: list[str]) -> str:
+    value = f"{exp.metric} {fmt(best[exp.metric])}"
+    interval = interval_text(best, exp.metric)
+    value += f" (95% interval {interval})" if interval else ""
+    if far:
+        return (
+            f"No setting draws digits yet ({far[0].split(' (')[0]}), so this search checked the pipeline and "
+            f"names no winner: its best so far is trial {best['trial_id']} with {value}, its samples below "
+            f"beside real digits."
+        )
+    return (
+        f"Trial {best['trial_id']} ({_params_text(best, list(exp.params))}) is the best setting, with {value} at "
+        f"{fmt(best['best_iteration'])} iterations: its samples below beside real digits, and {exp.metric} "
+        f"against the network evaluations every trial spent."
+    )
+
+
+def _answer_blocks(
+    exp: Experiment, ranked: pd.DataFrame, evaluations: pd.DataFrame, out_dir: Path, suffix: str
+) -> list[Block]:
+    """The answer's opening: one sentence, then one figure (the best trial's samples beside real
+    test digits, and the metric against network evaluations, the best trial's in red)."""
+    from trainables.data import load_mnist_arrays
+
+    blocks = [Block("h2", "Answer")]
+    rated = ranked[ranked["rank"].notna()]
+    if not len(rated):
+        return blocks
+    best = rated.iloc[0]
+    blocks.append(Block("p", _answer_sentence(exp, best, confirm.pipeline_check(exp, ranked))))
+    real, _ = load_mnist_arrays(train=False)
+    panels: list[tuple[str, Any]] = []
+    png, _ = checkpoint_samples(best, evaluations, exp.mode, exp.metric)
+    if png is not None:
+        panels.append((f"trial {best['trial_id']} ({exp.metric} {fmt(best[exp.metric])})", png))
+    panels.append(("real MNIST (test set)", image_grid(real[:64])))
+    file = f"answer{suffix}.png"
+    plot_answer(panels, evaluations, exp.metric, str(best["trial_id"]), out_dir / file)
+    caption = f"the best trial's samples, real digits, and {exp.metric} against network evaluations"
+    return blocks + [Block("image", file=file, caption=caption)]
+
+
 # ---------------------------------------------------------------------------------------------
 # Sections of one group
 
@@ -286,7 +329,7 @@ def _leaderboard_blocks(exp: Experiment, ranked: pd.DataFrame) -> list[Block]:
             f"rank. Top {min(TOP_TABLE, len(board))} of {len(board)} shown; leaderboard.csv has all "
             f"trials and columns.",
         ),
-        Block("table", frame=_shown_leaderboard(board, list(exp.params), exp.metric)),
+        Block("table", frame=_shown_leaderboard(board, list(exp.params), exp.metric), csv=LEADERBOARD_CSV),
     ]
 
 
@@ -420,7 +463,7 @@ def group_sections(
     importance, note = prepared
     warm = compare_with_warm_starts(ranked, evaluations, exp.warm_start, exp.metric, exp.mode)
     return [
-        Block("h2", "Answer"),
+        *_answer_blocks(exp, ranked, evaluations, out_dir, suffix),
         Block("list", items=confirm.answer_items(exp, ranked, _answer(exp, ranked, warm, importance))),
         *confirm.sections(exp, ranked),
         *_leaderboard_blocks(exp, ranked),

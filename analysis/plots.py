@@ -230,6 +230,46 @@ def plot_sample_panels(panels: Sequence[tuple[str, Path | np.ndarray]], path: Pa
     return _save(fig, path)
 
 
+def plot_answer(
+    panels: Sequence[tuple[str, Path | np.ndarray]],
+    evaluations: pd.DataFrame,
+    metric: str,
+    best_trial: str,
+    path: Path,
+    compute: str = COMPUTE,
+) -> Path:
+    """The report's answer in one figure: sample grids side by side (the best trial's, then real
+    digits), then ``metric`` against network evaluations for every evaluation (grey) with the
+    best trial's own evaluations joined in red."""
+    from matplotlib.image import imread
+
+    n = len(panels)
+    fig = _figure(3.0 * n + 4.4, 3.4)
+    grid = fig.add_gridspec(1, n + 1, width_ratios=[1.0] * n + [1.5])
+    for i, (title, png) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, i])
+        image = png if isinstance(png, np.ndarray) else imread(str(png))
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[0, n])
+    pts = scored_evaluations(evaluations, metric, compute)
+    ax.scatter(pts[compute], pts[metric], c="0.65", s=14, label="every evaluation")
+    own = pts[pts["trial_id"] == best_trial].sort_values(compute) if len(pts) else pts
+    if len(own):
+        ax.plot(own[compute], own[metric], "o-", c="tab:red", ms=4, lw=1.5, label=f"trial {best_trial}")
+    if len(pts) and _wide_positive(pts[compute]):
+        ax.set_xscale("log")
+    if len(pts) and _wide_positive(pts[metric]):
+        ax.set_yscale("log")
+    ax.set_xlabel("network evaluations per image", fontsize=8)
+    ax.set_ylabel(metric, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def _sampler_panel(ax, rows: pd.DataFrame, looks: Sequence[int], metric: str, mode: str, x: str, front: bool) -> None:
     """Every evaluation of one checkpoint, coloured by look; a trial's looks joined by a grey line;
     with ``front``, the quality-versus-compute front at each look (ringed points, steps)."""

@@ -3,6 +3,11 @@
 The HTML page is self-contained: every plot is embedded as a base64 PNG and named by its file
 (``data-file``, ``alt`` and the caption), the file itself lying next to the page, so it opens
 offline. Cells are formatted by :func:`fmt` everywhere (tables, sentences, the closing summary).
+
+The page fits a 1280-px window without a horizontal scroll bar: a table wider than
+:data:`HTML_COLUMNS` columns shows its first ones (the blocks put the key columns first) and
+links a CSV with all of them (the block's ``csv``, else ``table<k>.csv`` written beside the
+page); long words (paths) wrap; a table that is still too wide scrolls inside itself.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class Block:
     frame: pd.DataFrame | None = None
     file: str = ""
     caption: str = ""
+    csv: str = ""  # a table's full CSV beside the page (written by the caller), linked when it is cut
 
 
 def fmt(value: Any) -> str:
@@ -108,8 +114,12 @@ def render_markdown(blocks: Sequence[Block]) -> str:
     return "\n\n".join(_md_block(b) for b in blocks) + "\n"
 
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:.5em 0}
+HTML_COLUMNS = 9  # a wider table shows its first columns on the page and links the rest as CSV
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222;
+overflow-wrap:anywhere}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0;display:block;max-width:100%;overflow-x:auto}
+.cut{font-size:13px;color:#555;margin:0 0 1em}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f2f2f2}td:nth-child(-n+3){text-align:left}figure{margin:1em 0}img{max-width:100%}
 figcaption{font-size:13px;color:#555}code,pre{background:#f6f6f6}pre{padding:.5em;overflow-x:auto}"""
@@ -124,17 +134,29 @@ def _html_image(b: Block, out_dir: Path) -> str:
     )
 
 
-def _html_block(b: Block, out_dir: Path) -> str:
+def _html_table(b: Block, out_dir: Path, number: int) -> str:
+    frame = b.frame
+    if frame is None or not len(frame):
+        return "<p><em>(empty)</em></p>"
+    if len(frame.columns) <= HTML_COLUMNS:
+        return text_frame(frame).to_html(index=False, escape=True, border=0)
+    csv = b.csv or f"table{number}.csv"
+    if not b.csv:
+        frame.to_csv(out_dir / csv, index=False)
+    name = html.escape(csv, quote=True)
+    return text_frame(frame[list(frame.columns[:HTML_COLUMNS])]).to_html(index=False, escape=True, border=0) + (
+        f'<p class="cut">{HTML_COLUMNS} of {len(frame.columns)} columns shown; all of them: '
+        f'<a href="{name}">{name}</a></p>'
+    )
+
+
+def _html_block(b: Block, out_dir: Path, number: int = 0) -> str:
     if b.kind in ("h1", "h2", "h3"):
         return f"<{b.kind}>{html.escape(b.text)}</{b.kind}>"
     if b.kind == "list":
         return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in b.items) + "</ul>"
     if b.kind == "table":
-        return (
-            text_frame(b.frame).to_html(index=False, escape=True, border=0)
-            if b.frame is not None and len(b.frame)
-            else "<p><em>(empty)</em></p>"
-        )
+        return _html_table(b, out_dir, number)
     if b.kind == "image":
         return _html_image(b, out_dir)
     if b.kind == "code":
@@ -145,7 +167,7 @@ def _html_block(b: Block, out_dir: Path) -> str:
 def render_html(blocks: Sequence[Block], out_dir: Path, title: str) -> str:
     """The report as one HTML page; each image is embedded as a data URI and named by its file
     (``data-file``, ``alt`` and the caption), the file itself lying in ``out_dir``."""
-    body = "\n".join(_html_block(b, out_dir) for b in blocks)
+    body = "\n".join(_html_block(b, out_dir, k) for k, b in enumerate(blocks, start=1))
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n"

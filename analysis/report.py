@@ -117,6 +117,8 @@ def _out_dir(exp: Experiment, out_dir: str | Path | None) -> Path:
     for stale in out.glob("*.png"):  # plots of an earlier report that this one may not redraw
         if stale.name.startswith(sections_of(exp).PLOT_PREFIXES):
             stale.unlink()
+    for stale in out.glob("table*.csv"):  # the full CSVs of an earlier report's wide tables
+        stale.unlink()
     return out
 
 

@@ -28,6 +28,7 @@ from analysis.status import status_counts
 from trainables.layout import (
     DIVERGED,
     ERRORED,
+    LEADERBOARD_CSV,
     SAMPLER_TIME_ATTR,
     SAMPLES_FILE,
     STOPPED,
@@ -325,7 +326,7 @@ def _leaderboard_blocks(exp: Experiment, board: pd.DataFrame) -> list[Block]:
             "Trials that got further (more samples scored) rank above those ASHA stopped; within a look, "
             f"by {exp.metric}. leaderboard.csv has every column.",
         ),
-        Block("table", frame=board[shown] if len(board) else board),
+        Block("table", frame=board[shown] if len(board) else board, csv=LEADERBOARD_CSV),
     ]
 
 

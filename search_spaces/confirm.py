@@ -279,7 +279,7 @@ def _run_tasks(plan: ConfirmPlan, missing: list[tuple[ConfirmTrial, int]], optio
         except (KeyError, TypeError, ValueError):
             task_resources = {"cpu": 1.0}
         plan.resources = task_resources
-        _time_a_pass(plan, missing, say)
+        _time_a_pass(plan, missing, _parallel(resources, task_resources, len(missing)), say)
         remote = ray.remote(_task).options(
             num_cpus=float(task_resources.get("cpu", 1)), num_gpus=float(task_resources.get("gpu", 0)), max_retries=1
         )
@@ -304,9 +304,16 @@ def _run_tasks(plan: ConfirmPlan, missing: list[tuple[ConfirmTrial, int]], optio
     return failures
 
 
-def _time_a_pass(plan: ConfirmPlan, missing: list[tuple[ConfirmTrial, int]], say: Say) -> None:
+def _parallel(cluster: dict, task: dict, tasks: int) -> int:
+    """How many of ``tasks`` tasks holding ``task`` resources the ``cluster`` runs at once."""
+    fits = [math.floor(float(cluster.get(k.upper(), 0)) / float(v)) for k, v in task.items() if float(v) > 0]
+    return max(1, min([tasks, *fits]))
+
+
+def _time_a_pass(plan: ConfirmPlan, missing: list[tuple[ConfirmTrial, int]], parallel: int, say: Say) -> None:
     """Time a network pass of the first checkpoint in a task with the trials' resources (as the
-    search's cost estimate does) and say what the remaining tasks cost; plan.json keeps it."""
+    search's cost estimate does) and say what the remaining tasks cost, ``parallel`` at a time;
+    plan.json keeps it."""
     from trainables.calibrate import measure_frozen, on_trial_resources
     from trainables.confirm_task import MAX_BATCH
 
@@ -321,8 +328,9 @@ def _time_a_pass(plan: ConfirmPlan, missing: list[tuple[ConfirmTrial, int]], say
     plan.cost = cost(plan.trials, plan.settings.seeds, plan.settings.samples, seconds)
     left = sum(plan.settings.samples * t.nfe_per_sample for t, _ in missing)
     say(
-        f"confirmation: {left:,} network evaluations to go, ~{duration(left * seconds)} of one task's share at "
-        f"{seconds * 1e3:.3g} ms per image per pass on {timing[0].get('device', '?')}, plus scoring"
+        f"confirmation: {left:,} network evaluations to go, ~{duration(left * seconds / parallel)} of sampling "
+        f"with {parallel} task(s) at a time, at {seconds * 1e3:.3g} ms per image per pass on "
+        f"{timing[0].get('device', '?')} (one task's share), plus scoring"
     )
     _write_atomic(confirm_dir(plan.exp_dir) / CONFIRM_PLAN, _json_bytes(plan.record()))
 

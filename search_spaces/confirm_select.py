@@ -298,10 +298,17 @@ def cost(trials: list[ConfirmTrial], seeds: int, samples: int, seconds_per_image
     return out
 
 
-def cost_line(settings: ConfirmSettings, nfes: list[int], seconds_per_image_eval: float | None) -> str:
+def cost_line(
+    settings: ConfirmSettings,
+    nfes: list[int],
+    seconds_per_image_eval: float | None,
+    parallel: int = 1,
+    task_overhead_s: float = 0.0,
+) -> str:
     """One line for the cost estimate before a search: up to ``len(nfes)`` trials (top K + warm
     starts) x seeds x samples, trial i at ``nfes[i]`` network evaluations per sample, and their
-    seconds."""
+    seconds with ``parallel`` tasks at a time, each task paying ``task_overhead_s`` (its start,
+    the checkpoint, scoring) besides its sampling."""
     evals = settings.seeds * settings.samples * sum(nfes)
     each = f"{nfes[0]}" if len(set(nfes)) == 1 else f"{min(nfes)}-{max(nfes)}"
     line = (
@@ -309,7 +316,9 @@ def cost_line(settings: ConfirmSettings, nfes: list[int], seconds_per_image_eval
         f"{settings.samples} samples x {each} network evaluations per sample = {evals:,} network evaluations"
     )
     if seconds_per_image_eval is not None:
-        line += f", ~{duration(evals * seconds_per_image_eval)} of one trial's share at the measured rate, plus scoring"
+        rounds = math.ceil(len(nfes) * settings.seeds / max(1, parallel))
+        seconds = evals * seconds_per_image_eval / max(1, parallel) + rounds * task_overhead_s
+        line += f", ~{duration(seconds)} with {parallel} task(s) at a time at the measured rate"
     return line
 
 
@@ -343,15 +352,16 @@ def search_estimate(estimate: Any, spec: Any, options: Any, warm: list[dict]) ->
         full = load_spec(spec.source)  # the file's full budget, for what a real result needs
         if full.budget == spec.budget and full.fixed == spec.fixed:
             full = None  # the spec has no preview: this was its whole budget
-    rate = float(estimate.seconds_per_image_eval)
-    line = cost_line(settings, nfes, rate)
+    rate, parallel = float(estimate.seconds_per_image_eval), max(1, spec.budget.max_concurrent)
+    overhead = float(getattr(estimate, "startup_s", 0.0)) + float(estimate.seconds_per_scoring)
+    line = cost_line(settings, nfes, rate, parallel, overhead)
     if not requested(spec.confirm, getattr(options, "confirm", None)):
         line += " (not requested: the spec's confirm section or --confirm runs it)"
     elif mode != "full" and not section.samples:
         small = pipeline_sized(settings, spec.budget.eval_samples)
         line += (
             "\n  or, where the best samples are far from digits (a pipeline check, as a CPU preview's are): "
-            + cost_line(small, nfes, rate).removeprefix("confirmation stage: ")
+            + cost_line(small, nfes, rate, parallel, overhead).removeprefix("confirmation stage: ")
         )
     return line, estimate_record(estimate, settings, nfes, full)
 

@@ -43,9 +43,13 @@ def _confirmed(root, **options):
     return exp
 
 
+def _answer_parts(markdown: str) -> list[str]:
+    return markdown.split("## Answer\n\n", 1)[1].split("\n## ", 1)[0].split("\n\n")
+
+
 def _answer(markdown: str) -> list[str]:
-    part = markdown.split("## Answer\n\n", 1)[1].split("\n\n", 1)[0]
-    return [line[2:] for line in part.splitlines()]
+    bullets = next(part for part in _answer_parts(markdown) if part.startswith("- "))
+    return [line[2:] for line in bullets.splitlines()]
 
 
 def test_the_answer_leads_with_the_confirmed_best_its_ties_and_the_warm_start_verdicts(tmp_path):
@@ -87,6 +91,13 @@ def test_without_a_confirmation_the_answer_says_it_is_unconfirmed_and_the_leader
     md = (write_report(exp.exp_dir).parent / REPORT_MD).read_text()
     items = _answer(md)
     assert items[0].startswith("Best setting: trial 5d0b1_00002 (") and "95% interval [0.08, 0.12]" in items[0]
+    # the answer opens with one sentence and one figure, then the items
+    sentence, figure = _answer_parts(md)[:2]
+    assert sentence.startswith("Trial 5d0b1_00002 (sigma_begin=3, sigma_end=0.02, step_lr=5e-05) is the best setting")
+    assert "kid 0.1 (95% interval [0.08, 0.12]) at 40 iterations" in sentence and sentence.count(". ") == 0
+    caption = "the best trial's samples, real digits, and kid against network evaluations"
+    assert figure.startswith(f"![answer.png: {caption}]")
+    assert (exp.exp_dir / "report" / "answer.png").is_file()
     assert items[-1].startswith("Unconfirmed: each trial's value rests on one evaluation of 64 samples")
     assert f"python platform/confirm.py {exp.exp_dir}" in items[-1]
     board = md.split("## Leaderboard", 1)[1].split("\n## ", 1)[0]
@@ -154,6 +165,8 @@ def test_a_pipeline_check_says_so_at_the_top_names_no_winner_and_what_a_real_res
     assert "0.25 of one per trial" in warning and "~9.0 days" in warning
     items = _answer(md)
     assert items[0].startswith("Not a result")
+    sentence = _answer_parts(md)[0]
+    assert sentence.startswith("No setting draws digits yet (class coverage 0.12), so this search checked the pipeline")
     assert not any(i.startswith("Best setting") for i in items)
     assert any(i.startswith("Best so far (not a result): trial") for i in items)
     text = closing_summary(exp.exp_dir, write_report=False)

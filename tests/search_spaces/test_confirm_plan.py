@@ -234,3 +234,6 @@ def test_the_estimate_before_a_search_counts_each_warm_start_s_own_network_evalu
     line = confirm_select.cost_line(confirm_select.ConfirmSettings(3, 2, 100), [96, 11, 11], 1e-3)
     assert "up to 3 trials (top 3 + warm starts) x 2 seeds x 100 samples x 11-96 network evaluations" in line
     assert f"= {2 * 100 * (96 + 22):,} network evaluations" in line
+    # 23,600 passes at 1 ms, 2 tasks at a time (11.8 s), and 3 rounds of 6 tasks at 5 s each: 26.8 s
+    line = confirm_select.cost_line(confirm_select.ConfirmSettings(3, 2, 100), [96, 11, 11], 1e-3, 2, 5.0)
+    assert line.endswith("~27 s with 2 task(s) at a time at the measured rate"), line
