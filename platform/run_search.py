@@ -56,6 +56,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="after the search, sample the top trials again with several seeds and call ties "
         "(platform/confirm.py; default: when the spec has a confirm section)",
     )
+    p.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log the search to this MLflow tracking server (a parent run, a child run per trial; "
+        "pip install -e '.[tracking]'); off by default",
+    )
     p.add_argument("-v", "--verbose", type=int, default=1, help="0 quiet, 1 progress (default), 2 trial logs too")
     return p.parse_args(argv)
 
@@ -89,6 +95,7 @@ def main(argv=None) -> int:
         top_k=args.top_k,
         max_failures=args.max_failures,
         confirm=args.confirm,
+        mlflow=args.mlflow,
     )
     from search_spaces.recovery import StorageFull
     from search_spaces.runner import run_search
@@ -113,6 +120,10 @@ def main(argv=None) -> int:
         fetch_from_storage(options.storage_path, exp_dir, training_state=True)  # samples the checkpoints
     confirmed = incomplete or confirm_after_search(spec, exp_dir, options)  # not after an interruption
     print(closing_summary(exp_dir, write_report=options.report))
+    if options.mlflow:  # the report goes to the search's parent run, which ends with the search
+        from search_spaces import tracking
+
+        tracking.finish(options.mlflow, exp_dir, ended=not incomplete)
     copy_to_storage(options.storage_path, exp_dir)  # with a storage URI: the study and the report go there too
     # 130 (as for Ctrl-C) when not every trial ended: the summary says how to resume
     return 130 if incomplete else 0 if confirmed else 1

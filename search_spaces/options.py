@@ -48,6 +48,7 @@ class SearchOptions:
     top_k: int = 1  # with an experiment folder: the best checkpoints of this many trials
     max_failures: int = 2  # restarts of a trial from its last checkpoint when its worker or node dies
     confirm: bool | None = None  # the confirmation stage after the search: None = as the spec says
+    mlflow: str | None = None  # an MLflow tracking URI: runs of the search and its trials (search_spaces/tracking.py)
 
 
 def check_options(options: SearchOptions) -> None:
@@ -58,6 +59,10 @@ def check_options(options: SearchOptions) -> None:
     if options.dashboard_port is not None:
         _check_port(options.dashboard_port)
     _check_storage(options.storage_path)
+    if options.mlflow is not None:
+        from search_spaces.tracking import check_tracking
+
+        check_tracking(options.mlflow)
 
 
 def _check_counts(o: SearchOptions) -> None:

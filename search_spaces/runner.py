@@ -110,7 +110,14 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
             record = {**base_record(spec, kind.KIND, options, gpus, study_name, kind.TIME_ATTR), **plan.record}
             write_record(exp_dir, spec, record)
             tuner = build_tuner(
-                spec, plan, exp_dir, gpus, study_name, options.max_failures, ray_storage_path(options, exp_dir)
+                spec,
+                plan,
+                exp_dir,
+                gpus,
+                study_name,
+                options.max_failures,
+                ray_storage_path(options, exp_dir),
+                _tracking(options.mlflow, exp_dir),
             )
         say(f"results: {exp_dir}")
         with recovery.frequent_snapshots(exp_dir):
@@ -197,6 +204,7 @@ def build_tuner(
     study_name: str,
     max_failures: int = 2,
     storage_path: str | None = None,
+    callbacks: list | None = None,
 ):
     """The Tuner of a fresh search: Optuna on SQLite in ``exp_dir`` (seeded, warm starts first)
     behind a concurrency limit, ASHA on the plan's time attribute. Ray stores the trials under
@@ -237,12 +245,24 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=exp_dir.name,
             storage_path=storage_path or str(exp_dir.parent),
-            callbacks=_storage_callbacks(storage_path, exp_dir),
+            callbacks=(_storage_callbacks(storage_path, exp_dir) or []) + (callbacks or []) or None,
             checkpoint_config=tune.CheckpointConfig(**plan.keep),
             failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=1,
         ),
     )
+
+
+def _tracking(uri: str | None, exp_dir: Path) -> list:
+    """With an MLflow URI: the search's parent run (the spec and search record logged to it) and
+    the callback that gives every trial a child run (search_spaces/tracking.py)."""
+    if uri is None:
+        return []
+    from search_spaces import tracking
+
+    parent = tracking.parent_run(uri, exp_dir)
+    tracking.log_files(uri, parent, [exp_dir / "spec.yaml", exp_dir / SEARCH_FILE])
+    return [tracking.TrialRuns(uri, exp_dir.name, parent)]
 
 
 def _storage_callbacks(storage_path: str | None, exp_dir: Path) -> list | None:

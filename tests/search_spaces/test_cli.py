@@ -82,6 +82,7 @@ def _bad_invocations(tmp_path, taken: int) -> list[tuple[list[str], str]]:
         (["--resume", "--storage-path", str(tmp_path / "other"), "--name", "plain"], "--resume"),
         (["--resume", "--storage-path", str(tmp_path / "other"), "--name", "smoke", "--checkpoint", "x"], "--resume"),
         (["--checkpoint", str(tmp_path / "missing")], "--checkpoint"),
+        (["--mlflow", f"http://127.0.0.1:{taken}"], "--mlflow"),  # a port that answers no MLflow server
     ]
 
 
