@@ -137,10 +137,10 @@ def _metric_modes() -> dict[str, str]:
 def _parse_metric(ctx: Ctx, raw: dict) -> tuple[str, str]:
     modes = _metric_modes()
     metric = raw["metric"]
-    if metric not in modes:
+    if not isinstance(metric, str) or metric not in modes:
         raise ctx.error("metric", "unknown metric", metric, fix=f"one of {', '.join(modes)}")
     mode = raw.get("mode", modes[metric])
-    if mode not in ("min", "max"):
+    if not isinstance(mode, str) or mode not in ("min", "max"):
         raise ctx.error("mode", "must be min or max", mode)
     if mode != modes[metric]:
         better = "lower" if modes[metric] == "min" else "higher"
