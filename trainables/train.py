@@ -176,7 +176,7 @@ class Trainer:
             lr=cfg.lr,
             betas=(cfg.beta1, cfg.beta2),
             weight_decay=cfg.weight_decay,
-            **_adam_kernel(self.device, captured=self.runtime.cuda_graphs),
+            **_adam_kernel(self.device, captured=self.runtime.captured_training),
         )
         # fp16's exponent range: the small levels' gradients (~sigma / batch per pixel) would
         # underflow. Dynamic loss scale, all on the device (fused Adam skips a step with an inf).
