@@ -12,6 +12,7 @@ best checkpoint, or the top k trials' with --top-k; a trial or checkpoint folder
 """
 
 import argparse
+import signal
 import sys
 
 
@@ -74,6 +75,17 @@ def fail(message: str) -> int:
     return 2
 
 
+def _as_interrupt(signum, frame) -> None:
+    """SIGTERM and SIGHUP (systemd, Kubernetes, a closed terminal) end the search as Ctrl-C does:
+    whatever handles SIGINT now (Ray Tune's graceful stop inside a search, else Python's
+    KeyboardInterrupt) gets it, so the state stays resumable and the local cluster is stopped."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from search_spaces.options import SearchOptions, check_options
@@ -107,6 +119,13 @@ def main(argv=None) -> int:
         spec, exp_dir, _ = run_search(spec, options)
     except (SpecError, ValueError) as err:
         return fail(str(err))
+    except KeyboardInterrupt:  # a second Ctrl-C during the graceful stop: at once, the cluster stopped
+        print(
+            "run_search.py: interrupted before the search could stop gracefully; what was saved is kept: "
+            "run the same command with --resume",
+            file=sys.stderr,
+        )
+        return 130
     except StorageFull as err:  # a full disk mid-search: nothing lost, --resume continues
         print(f"run_search.py: error: {err}", file=sys.stderr)
         return EXIT_STORAGE_FULL
@@ -130,4 +149,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _as_interrupt)
     sys.exit(main())

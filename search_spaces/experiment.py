@@ -178,6 +178,23 @@ def resources_for(spec: SearchSpec, gpus: float) -> dict[str, float]:
     return {k: float(v) for k, v in tune_settings(spec, gpu_available=gpus > 0)["resources"].items()}
 
 
+def _keeping_signal_handlers(start):
+    """``start()`` (ray.init), with the Python handlers of SIGTERM and SIGHUP the process had
+    put back afterwards: the driver's core worker installs its own (print a stack, die), which
+    would bypass the command line's graceful stop (platform/run_search.py)."""
+    import signal
+    import threading
+
+    kept = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return start()
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in kept.items():
+                if callable(handler):  # a Python handler (not the default or ignore)
+                    signal.signal(sig, handler)
+
+
 @contextlib.contextmanager
 def ray_cluster(options: SearchOptions, say: Say) -> Iterator[dict]:
     """Start a local Ray cluster (or join ``options.address``) with the dashboard on 127.0.0.1;
@@ -197,7 +214,7 @@ def ray_cluster(options: SearchOptions, say: Say) -> Iterator[dict]:
             kwargs["dashboard_port"] = options.dashboard_port
     else:
         kwargs["include_dashboard"] = False
-    context = ray.init(**kwargs)
+    context = _keeping_signal_handlers(lambda: ray.init(**kwargs))
     try:
         url = getattr(context, "dashboard_url", None)
         if url:
