@@ -501,12 +501,12 @@ class _CapturedStep:
     def _capture(self) -> None:
         trainer, start = self.trainer, time.perf_counter()
         graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(trainer.generator)
         trainer.optimizer.zero_grad(set_to_none=True)
         try:
+            graph.register_generator_state(trainer.generator)  # each replay draws anew
             with torch.cuda.graph(graph):
                 trainer._step_kernels()
-        except RuntimeError as err:
+        except (RuntimeError, AttributeError) as err:
             raise RuntimeError(
                 f"capturing the training step as a CUDA graph failed ({' '.join(str(err).split())[:300]}); "
                 f"set runtime.cuda_graphs: off in the spec (cuda_graphs='off') to train without the capture"
