@@ -9,6 +9,7 @@ everything in this process, for ``--pdb`` or a debugger)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -78,6 +79,37 @@ def pytest_xdist_make_scheduler(config, log):
             return "e2e" if nodeid.startswith(E2E_PREFIX) else nodeid
 
     return E2EInOneUnit(config, log)
+
+
+def trial_dirs(exp_dir: Path) -> list[Path]:
+    return sorted(p for p in exp_dir.iterdir() if p.is_dir() and p.name.startswith("trial_"))
+
+
+def result_rows(trial: Path) -> list[dict]:
+    """The rows of a trial's result.json (none before its first report)."""
+    text = (trial / "result.json").read_text() if (trial / "result.json").exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def wait_for_a_finished_trial(proc: subprocess.Popen, exp_dir: Path, timeout: float = 600) -> None:
+    """Wait while the search ``proc`` runs until some trial of ``exp_dir`` has ended; fail, with
+    the search's output, when the search ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if exp_dir.exists() and any(r and r[-1].get("done") for r in map(result_rows, trial_dirs(exp_dir))):
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the search ended before it could be interrupted:\n" + proc.stdout.read()[-2000:]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM a server a test started, SIGKILL it when it does not end within ``timeout``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def free_port() -> int:
@@ -235,12 +267,7 @@ def s3_endpoint(tmp_path_factory) -> Iterator[str]:
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

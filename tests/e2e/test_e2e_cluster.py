@@ -16,7 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, free_port, ray_node_ports, start_search, stop_ray_nodes, wait_for_ray_nodes
+from conftest import REPO, free_port, ray_node_ports, result_rows, start_search, stop_ray_nodes, wait_for_ray_nodes
 
 CLUSTER = REPO / "platform" / "cluster"
 
@@ -46,11 +46,6 @@ def cluster():
         stop_ray_nodes(started, temp_dir)
 
 
-def _rows(trial: Path) -> list[dict]:
-    path = trial / "result.json"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
 def _trials(exp_dir: Path) -> list[Path]:
     return (
         sorted(p for p in exp_dir.iterdir() if p.is_dir() and p.name.startswith("trial_")) if exp_dir.exists() else []
@@ -72,7 +67,7 @@ def test_killing_a_worker_node_mid_trial_loses_no_trial(cluster, tmp_path):
     victim, deadline = None, time.monotonic() + 600
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
         for trial in _trials(exp_dir):
-            rows = _rows(trial)
+            rows = result_rows(trial)
             if rows and rows[-1]["iterations"] < 40:
                 victim = (trial, rows[-1]["pid"], len(rows))
                 break
@@ -86,7 +81,7 @@ def test_killing_a_worker_node_mid_trial_loses_no_trial(cluster, tmp_path):
     out, _ = proc.communicate(timeout=900)
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, out[-3000:]
-    rows = _rows(trial)
+    rows = result_rows(trial)
     steps = [r["iterations"] for r in rows]
     assert len(rows) > rows_before and steps[-1] == 40, steps
     assert steps == sorted(set(steps)), f"the killed trial restarted from 0: {steps}"

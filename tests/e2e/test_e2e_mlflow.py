@@ -5,7 +5,6 @@ parameters, every evaluation's metrics with their intervals, its sample grids)."
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -15,7 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, run_search_cli, start_search
+from conftest import (
+    free_port,
+    result_rows,
+    run_search_cli,
+    start_search,
+    stop_process,
+    trial_dirs,
+    wait_for_a_finished_trial,
+)
 
 from search_spaces.tracking import EXPERIMENT_TAG, PARENT_TAG, TRIAL_TAG
 
@@ -52,18 +59,8 @@ def mlflow_server(tmp_path) -> Iterator[str]:
                 time.sleep(0.5)
         yield uri
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
         log.close()
-
-
-def _rows(trial: Path) -> list[dict]:
-    path = trial / "result.json"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def test_a_resumed_search_logs_one_parent_and_one_run_per_trial(mlflow_server, tmp_path):
@@ -74,12 +71,7 @@ def test_a_resumed_search_logs_one_parent_and_one_run_per_trial(mlflow_server, t
     args += ["--num-trials", "4", "--no-dashboard", "--no-calibration", "--mlflow", mlflow_server]
     exp_dir = storage / "tracked"
     proc = start_search(*args)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:  # interrupt once a trial has ended
-        if exp_dir.exists() and any(r and r[-1].get("done") for r in map(_rows, exp_dir.glob("trial_*"))):
-            break
-        time.sleep(0.5)
-    assert proc.poll() is None, "the search ended before it could be interrupted:\n" + proc.stdout.read()[-2000:]
+    wait_for_a_finished_trial(proc, exp_dir)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, out[-2000:]
@@ -97,7 +89,7 @@ def test_a_resumed_search_logs_one_parent_and_one_run_per_trial(mlflow_server, t
     assert {"spec.yaml", "search.json", "report/report.html", "report/leaderboard.csv"} <= files
 
     children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent]
-    trials = {_rows(t)[-1]["trial_id"]: _rows(t) for t in exp_dir.glob("trial_*")}
+    trials = {result_rows(t)[-1]["trial_id"]: result_rows(t) for t in trial_dirs(exp_dir)}
     assert len(trials) == 4 and len(runs) == 5  # one parent, one run per trial: none created twice
     assert sorted(r.data.tags[TRIAL_TAG] for r in children) == sorted(trials)
     for run in children:

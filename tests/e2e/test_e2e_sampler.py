@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import REPO, run_search_cli
+from conftest import REPO, result_rows, run_search_cli, trial_dirs
 
 from search_spaces.checkpoints import CheckpointInfo, resolve_checkpoints
 from search_spaces.spec import SPACES_DIR
@@ -35,15 +35,6 @@ SECTION = """sampler_search:
     skip_levels: {{int: [0, 1]}}
 """
 TRIALS = 5
-
-
-def result_rows(trial: Path) -> list[dict]:
-    text = (trial / "result.json").read_text() if (trial / "result.json").exists() else ""
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def trial_dirs(exp_dir: Path) -> list[Path]:
-    return sorted(p for p in exp_dir.iterdir() if p.is_dir() and p.name.startswith("trial_"))
 
 
 def folder_sha256(folder: Path) -> dict[str, str]:

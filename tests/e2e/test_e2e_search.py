@@ -15,18 +15,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, free_port, run_search_cli, start_search
+from conftest import REPO, free_port, result_rows, run_search_cli, start_search, stop_process, trial_dirs
 
 from search_spaces.spec import load_spec, warm_start_points
-
-
-def trial_dirs(exp_dir: Path) -> list[Path]:
-    return sorted(p for p in exp_dir.iterdir() if p.is_dir() and p.name.startswith("trial_"))
-
-
-def result_rows(trial: Path) -> list[dict]:
-    text = (trial / "result.json").read_text() if (trial / "result.json").exists() else ""
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def study_of(exp_dir: Path) -> optuna.Study:
@@ -316,9 +307,4 @@ def test_the_readme_s_optuna_dashboard_serves_the_finished_study(smoke_experimen
             assert served[trial.number]["values"] == pytest.approx([trial.value])
             assert {p["name"] for p in served[trial.number]["params"]} == set(trial.params)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

@@ -11,12 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_search_cli, start_search
-
-
-def _rows(trial: Path) -> list[dict]:
-    path = trial / "result.json"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+from conftest import result_rows, run_search_cli, start_search, trial_dirs, wait_for_a_finished_trial
 
 
 def _alive(pid: int) -> bool:
@@ -33,12 +28,7 @@ def _interrupted(tmp_path: Path, signals: list[signal.Signals], name: str) -> tu
     args += ["--no-dashboard", "--no-calibration", "--no-report"]
     exp_dir = storage / name
     proc = start_search(*args)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:  # once a trial has ended
-        if exp_dir.exists() and any(r and r[-1].get("done") for r in map(_rows, exp_dir.glob("trial_*"))):
-            break
-        time.sleep(0.5)
-    assert proc.poll() is None, "the search ended before the signal:\n" + proc.stdout.read()[-2000:]
+    wait_for_a_finished_trial(proc, exp_dir)
     cluster = [int(e["pid"]) for e in json.loads((exp_dir / "driver.json").read_text()).get("cluster", [])]
     assert cluster, "the driver recorded no cluster processes"
     for i, sig in enumerate(signals):
@@ -59,7 +49,7 @@ def test_a_process_manager_s_signal_ends_the_search_like_ctrl_c(tmp_path, sig):
     if sig == signal.SIGTERM:  # and it resumes to the end
         done, _ = run_search_cli(*args, "--resume", timeout=600)
         assert done.returncode == 0, done.stdout[-3000:]
-        assert all(_rows(t)[-1].get("done") for t in exp_dir.glob("trial_*"))
+        assert all(result_rows(t)[-1].get("done") for t in trial_dirs(exp_dir))
 
 
 def test_a_second_ctrl_c_during_the_graceful_stop_ends_it_at_once_still_resumable(tmp_path):
@@ -67,4 +57,4 @@ def test_a_second_ctrl_c_during_the_graceful_stop_ends_it_at_once_still_resumabl
     assert status == 130, out[-3000:]
     done, _ = run_search_cli(*args, "--resume", timeout=600)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert all(_rows(t)[-1].get("done") for t in exp_dir.glob("trial_*"))
+    assert all(result_rows(t)[-1].get("done") for t in trial_dirs(exp_dir))
