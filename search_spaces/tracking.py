@@ -101,7 +101,14 @@ def finish(uri: str, exp_dir: Path, ended: bool) -> None:
     log_folder(uri, run_id, exp_dir / REPORT_DIR, REPORT_DIR)
     log_files(uri, run_id, [exp_dir / CONFIRM_DIR / CONFIRM_SUMMARY], CONFIRM_DIR)
     if ended:
-        _client(uri).set_terminated(run_id, status="FINISHED")
+        client = _client(uri)
+        # a trial that ended while the search stopped on an interrupt never got its end logged,
+        # and the resume does not run it again: every trial has ended now, so its run has too
+        experiment_id = client.get_run(run_id).info.experiment_id
+        for child in client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{run_id}'"):
+            if child.info.status == "RUNNING":
+                client.set_terminated(child.info.run_id, status="FINISHED")
+        client.set_terminated(run_id, status="FINISHED")
 
 
 class TrialRuns(MLflowLoggerCallback):
