@@ -133,17 +133,19 @@ def main(argv=None) -> int:
     from search_spaces.confirm import confirm_after_search
     from search_spaces.confirm_select import requested
     from search_spaces.experiment import copy_to_storage, fetch_from_storage
+    from search_spaces.recovery import heartbeat
 
-    incomplete = is_incomplete(exp_dir)
-    if not incomplete and requested(spec.confirm, options.confirm):  # with a storage URI: the stage
-        fetch_from_storage(options.storage_path, exp_dir, training_state=True)  # samples the checkpoints
-    confirmed = incomplete or confirm_after_search(spec, exp_dir, options)  # not after an interruption
-    print(closing_summary(exp_dir, write_report=options.report))
-    if options.mlflow:  # the report goes to the search's parent run, which ends with the search
-        from search_spaces import tracking
+    with heartbeat(exp_dir, options.storage_path):  # the folder stays this driver's until it ends
+        incomplete = is_incomplete(exp_dir)
+        if not incomplete and requested(spec.confirm, options.confirm):  # with a storage URI: the stage
+            fetch_from_storage(options.storage_path, exp_dir, training_state=True)  # samples the checkpoints
+        confirmed = incomplete or confirm_after_search(spec, exp_dir, options)  # not after an interruption
+        print(closing_summary(exp_dir, write_report=options.report))
+        if options.mlflow:  # the report goes to the search's parent run, which ends with the search
+            from search_spaces import tracking
 
-        tracking.finish(options.mlflow, exp_dir, ended=not incomplete)
-    copy_to_storage(options.storage_path, exp_dir)  # with a storage URI: the study and the report go there too
+            tracking.finish(options.mlflow, exp_dir, ended=not incomplete)
+        copy_to_storage(options.storage_path, exp_dir)  # with a storage URI: the study and the report go there too
     # 130 (as for Ctrl-C) when not every trial ended: the summary says how to resume
     return 130 if incomplete else 0 if confirmed else 1
 

@@ -10,9 +10,16 @@ driver's), but the agents the raylet started (dashboard, runtime env) live on un
 What Ray's snapshot cannot tell, the runner keeps in ``<experiment>/driver.json``
 (:data:`trainables.layout.DRIVER_FILE`):
 
-- the driver's PID and start time, and the options and spec it was started with: a folder whose
-  driver stopped before Ray's first snapshot (during calibration, say) is started again from
-  them, and a folder whose driver is still alive is never resumed under it;
+- the driver's PID, start time and host, and the options and spec it was started with: a folder
+  whose driver stopped before Ray's first snapshot (during calibration, say) is started again
+  from them;
+- a heartbeat, rewritten every :data:`HEARTBEAT_S` while the driver runs (and copied to a storage
+  URI), and ``ended`` when it stops: one driver per experiment. A second fresh search or a
+  ``--resume`` is refused while the recorded driver lives: on this machine its PID says so, on
+  another (a search kept at a storage URI, whose bucket holds the record) a heartbeat under
+  :data:`STALE_AFTER_S` old. A dead driver's record never blocks (a PID gone, or reused by another
+  process; a heartbeat gone stale). Two drivers started within the same second could both pass the
+  check: the record is a file, not a lock;
 - the PIDs of the local cluster's processes and of their children at start (the agents):
   ``--resume`` first stops what is left of them and of their children, by PID (checked against
   the recorded start time), so nothing of the killed run still works on the folder.
@@ -53,6 +60,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -73,6 +81,8 @@ from trainables.layout import (
 Say = Callable[[str], None]
 SNAPSHOT_PERIOD_S = "1"  # TUNE_GLOBAL_CHECKPOINT_S of a search: Ray's snapshot at most this stale
 STOP_WAIT_S = 20.0  # how long --resume waits for an orphaned cluster's processes to go
+HEARTBEAT_S = 5.0  # how often a running driver rewrites its driver.json (and copies it to a storage URI)
+STALE_AFTER_S = 30.0  # a heartbeat older than this: that driver (on another machine) is gone
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,10 +126,16 @@ def _alive(entry: dict) -> bool:
 
 
 def read_driver(exp_dir: Path) -> dict | None:
+    """driver.json of ``exp_dir``; None when it is missing or holds no JSON object (a damaged
+    record is rewritten by the next driver; nothing else reads it)."""
     try:
-        return json.loads((exp_dir / DRIVER_FILE).read_text())
+        record = json.loads((exp_dir / DRIVER_FILE).read_text())
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
+
+
+_RECORD_LOCK = threading.Lock()  # the heartbeat thread and the driver both rewrite driver.json
 
 
 def _write_driver(exp_dir: Path, record: dict) -> None:
@@ -129,18 +145,29 @@ def _write_driver(exp_dir: Path, record: dict) -> None:
     os.replace(tmp, exp_dir / DRIVER_FILE)
 
 
+def _update_driver(exp_dir: Path, **changes: Any) -> None:
+    with _RECORD_LOCK:
+        record = read_driver(exp_dir)
+        if record is not None:
+            _write_driver(exp_dir, {**record, **changes})
+
+
 def write_driver(exp_dir: Path, spec: Any, options: Any) -> None:
-    """Record this driver (before any cluster starts): its PID, the options and spec it runs."""
-    _write_driver(
-        exp_dir,
-        {
-            "driver": {**_process(os.getpid()), "host": socket.gethostname(), "argv": sys.argv},
-            "options": dataclasses.asdict(options),
-            "spec": spec.to_dict(),
-            "source": str(spec.source) if spec.source else None,
-            "cluster": [],
-        },
-    )
+    """Record this driver (before any cluster starts): its PID, host and heartbeat, the options
+    and spec it runs."""
+    with _RECORD_LOCK:
+        _write_driver(
+            exp_dir,
+            {
+                "driver": {**_process(os.getpid()), "host": socket.gethostname(), "argv": sys.argv},
+                "heartbeat": time.time(),
+                "ended": None,
+                "options": dataclasses.asdict(options),
+                "spec": spec.to_dict(),
+                "source": str(spec.source) if spec.source else None,
+                "cluster": [],
+            },
+        )
 
 
 def record_cluster(exp_dir: Path, local: bool) -> None:
@@ -157,19 +184,96 @@ def record_cluster(exp_dir: Path, local: bool) -> None:
     pids = sorted(set(pids))
     for pid in list(pids):  # the agents the raylet started
         pids += [child for child in _children(pid) if child not in pids]
-    record["cluster"] = [_process(pid) for pid in pids]
-    _write_driver(exp_dir, record)
+    _update_driver(exp_dir, cluster=[_process(pid) for pid in pids])
 
 
-def check_not_running(exp_dir: Path) -> None:
-    """Refuse a folder whose recorded driver is still alive (``ValueError``, one line)."""
-    record = read_driver(exp_dir)
-    if record and record.get("driver", {}).get("host") == socket.gethostname() and _alive(record["driver"]):
-        pid = record["driver"]["pid"]
+def running_driver(record: dict | None) -> str | None:
+    """Who still works on the folder of this driver.json (None: nobody). On this machine the
+    recorded PID decides (checked against its start time: a reused PID is another process); a
+    driver on another machine is alive while its heartbeat is under :data:`STALE_AFTER_S` old.
+    A driver that ended (``ended`` set) or died holds nothing."""
+    if not record or record.get("ended"):
+        return None
+    driver = record.get("driver") if isinstance(record.get("driver"), dict) else {}
+    pid, host = driver.get("pid"), driver.get("host")
+    if host == socket.gethostname():
+        return f"pid {pid} on this machine" if _alive(driver) else None
+    try:
+        age = time.time() - float(record.get("heartbeat"))
+    except (TypeError, ValueError):
+        return None  # a record of a version without heartbeats, or a damaged one
+    if abs(age) >= STALE_AFTER_S:  # (abs: a clock far ahead of this one is no proof of life either)
+        return None
+    return f"pid {pid} on {host}, its last heartbeat {max(age, 0):.0f} s ago"
+
+
+def remote_driver(storage_path: str | None, exp_dir: Path) -> dict | None:
+    """driver.json at ``<URI>/<name>/`` for a search kept at a storage URI (None: none there, no
+    URI). A driver on another machine writes it there every :data:`HEARTBEAT_S`."""
+    from trainables import storage
+
+    if storage_path is None or not storage.is_uri(storage_path):
+        return None
+    try:
+        fs, path = storage.filesystem(storage.join(storage_path, exp_dir.name, DRIVER_FILE))
+        record = json.loads(storage.read_bytes(fs, path))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def check_not_running(exp_dir: Path, storage_path: str | None = None) -> None:
+    """Refuse a folder whose recorded driver still works on it, here or (a storage URI) on
+    another machine: ``ValueError``, one line naming it. Nothing is written before this check."""
+    for where, record in ((exp_dir, read_driver(exp_dir)), ("", remote_driver(storage_path, exp_dir))):
+        who = running_driver(record)
+        if who is None:
+            continue
+        place = where or _remote_name(storage_path, exp_dir)
+        pid = record["driver"].get("pid")
+        stop = f"kill {pid}" if "this machine" in who else "stop it there"
         raise ValueError(
-            f"{exp_dir}: a search is still running in this folder (pid {pid}); wait for it, "
-            f"or stop it (kill {pid}) and pass --resume"
+            f"{place}: a search is still running in this folder ({who}); wait for it, or stop it "
+            f"({stop}) and pass --resume"
         )
+
+
+def _remote_name(storage_path: str | None, exp_dir: Path) -> str:
+    from trainables import storage
+
+    return storage.join(str(storage_path), exp_dir.name)
+
+
+@contextlib.contextmanager
+def heartbeat(exp_dir: Path, storage_path: str | None = None) -> Iterator[None]:
+    """While the block runs, driver.json's ``heartbeat`` is rewritten every :data:`HEARTBEAT_S`
+    (and, with a storage URI, copied to ``<URI>/<name>/``), so a driver on another machine sees
+    this one is alive; when the block ends, ``ended`` is set and the next driver may start at
+    once. A driver that is killed leaves a heartbeat that goes stale after :data:`STALE_AFTER_S`."""
+    from trainables import storage
+
+    remote = _remote_name(storage_path, exp_dir) if storage_path and storage.is_uri(storage_path) else None
+    stop = threading.Event()
+
+    def beat(**changes: Any) -> None:
+        with contextlib.suppress(OSError):  # a full disk or a deleted folder: the search decides
+            _update_driver(exp_dir, heartbeat=time.time(), **changes)
+            if remote is not None:
+                storage.upload(exp_dir, remote, (DRIVER_FILE,))
+
+    def loop() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            beat()
+
+    beat(ended=None)
+    thread = threading.Thread(target=loop, name="driver-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        beat(ended=time.time())
 
 
 def never_started(exp_dir: Path) -> bool:

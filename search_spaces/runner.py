@@ -86,7 +86,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
     else:
         prepared = kind.prepare(spec, options)
     recovery.write_driver(exp_dir, spec, options)
-    with contextlib.ExitStack() as cluster:
+    with recovery.heartbeat(exp_dir, options.storage_path), contextlib.ExitStack() as cluster:
         try:
             resources = cluster.enter_context(ray_cluster(options, say))
         except StorageUnreachable:
@@ -137,10 +137,10 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
 
 
 def _checked(exp_dir: Path, options: SearchOptions, say: Say) -> Mirror:
-    """Refuse a folder a live driver works on; on a resume of a search kept at a storage URI,
-    bring the bucket's copy into ``exp_dir`` first (:func:`search_spaces.mirror.pull`) and check
-    again with the driver.json it brought."""
-    recovery.check_not_running(exp_dir)
+    """Refuse a folder a live driver works on, here or (a storage URI) on another machine; on a
+    resume of a search kept at a storage URI, bring the bucket's copy into ``exp_dir`` first
+    (:func:`search_spaces.mirror.pull`) and check again with the driver.json it brought."""
+    recovery.check_not_running(exp_dir, options.storage_path)
     if not options.resume:
         return Mirror(exp_dir)
     pulled = pull(options.storage_path, exp_dir)

@@ -155,7 +155,7 @@ def test_a_folder_whose_driver_is_alive_is_refused(tmp_path):
     exp_dir = tmp_path / "exp"
     exp_dir.mkdir()
     _record(exp_dir, recovery._process(os.getpid()), [])
-    with pytest.raises(ValueError, match=f"still running in this folder \\(pid {os.getpid()}\\)"):
+    with pytest.raises(ValueError, match=f"still running in this folder \\(pid {os.getpid()} on this machine\\)"):
         recovery.check_not_running(exp_dir)
     _record(exp_dir, {"pid": os.getpid(), "start_time": recovery._start_time(os.getpid()) + 1}, [])
     recovery.check_not_running(exp_dir)  # the PID was reused: that driver is gone
@@ -190,3 +190,68 @@ def test_a_trial_that_errored_and_finished_on_resume_is_told_once(tmp_path):
     assert after[2].value == 0.75 and after[unreported.number].user_attrs["orphaned"]
     assert after[4].params == point and after[4].value == 0.25 and after[4].user_attrs == {"finished_on_resume_of": 1}
     assert recovery.tell_resumed(exp_dir, {"study_name": "s"}, results, "kid", said.append) == []  # once
+
+
+def _other_machine(exp_dir, age_s: float, **extra) -> None:
+    """driver.json of a driver on another machine whose last heartbeat is ``age_s`` old."""
+    record = {"driver": {"pid": 4242, "start_time": 1, "host": "gpu-node-7"}, "heartbeat": time.time() - age_s}
+    (exp_dir / DRIVER_FILE).write_text(json.dumps({**record, **extra}))
+
+
+def test_a_driver_on_another_machine_blocks_while_its_heartbeat_is_fresh(tmp_path):
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    _other_machine(exp_dir, age_s=2)
+    with pytest.raises(
+        ValueError, match=r"still running in this folder \(pid 4242 on gpu-node-7, its last heartbeat 2 s"
+    ):
+        recovery.check_not_running(exp_dir)
+    _other_machine(exp_dir, age_s=recovery.STALE_AFTER_S + 1)
+    recovery.check_not_running(exp_dir)  # a dead driver's stale record never blocks
+    _other_machine(exp_dir, age_s=1, ended=time.time())
+    recovery.check_not_running(exp_dir)  # that driver ended
+    _other_machine(exp_dir, age_s=-10 * recovery.STALE_AFTER_S)
+    recovery.check_not_running(exp_dir)  # a heartbeat from far in the future proves nothing
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '"a string"', '{"driver": 3}', "\x00\xff" * 9])
+def test_a_damaged_driver_record_blocks_nothing_and_reads_as_none(tmp_path, text):
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    (exp_dir / DRIVER_FILE).write_text(text, errors="surrogateescape")
+    recovery.check_not_running(exp_dir)
+    assert recovery.never_started(exp_dir) is (recovery.read_driver(exp_dir) is not None)
+
+
+def test_the_heartbeat_ticks_while_the_block_runs_and_marks_the_end(tmp_path, monkeypatch):
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    _record(exp_dir, recovery._process(os.getpid()), [{"pid": 1, "start_time": 2}])
+    monkeypatch.setattr(recovery, "HEARTBEAT_S", 0.05)
+    with recovery.heartbeat(exp_dir):
+        first = recovery.read_driver(exp_dir)["heartbeat"]
+        assert recovery.read_driver(exp_dir)["ended"] is None
+        with pytest.raises(ValueError, match="still running"):  # this process is the live driver
+            recovery.check_not_running(exp_dir)
+        time.sleep(0.5)
+        assert recovery.read_driver(exp_dir)["heartbeat"] > first
+    record = recovery.read_driver(exp_dir)
+    assert record["ended"] >= record["heartbeat"] - 1e-3 and record["cluster"] == [{"pid": 1, "start_time": 2}]
+    recovery.check_not_running(exp_dir)  # ended: the next driver may start
+
+
+def test_the_heartbeat_reaches_the_storage_uri_and_a_remote_driver_blocks(s3_bucket, tmp_path, monkeypatch):
+    uri = f"s3://{s3_bucket.name}/runs"
+    exp_dir = tmp_path / "local-copy" / "sigmas"
+    exp_dir.mkdir(parents=True)
+    _record(exp_dir, recovery._process(os.getpid()), [])
+    monkeypatch.setattr(recovery, "HEARTBEAT_S", 0.05)
+    with recovery.heartbeat(exp_dir, uri):
+        time.sleep(0.3)
+        there = json.loads(s3_bucket.read("runs/sigmas/driver.json"))
+        assert there["ended"] is None and time.time() - there["heartbeat"] < 5
+        elsewhere = tmp_path / "another-machine" / "sigmas"  # an empty local copy: only the bucket knows
+        with pytest.raises(ValueError, match=f"runs/sigmas: a search is still running .*pid {os.getpid()}"):
+            recovery.check_not_running(elsewhere, uri)
+    assert json.loads(s3_bucket.read("runs/sigmas/driver.json"))["ended"] is not None
+    recovery.check_not_running(tmp_path / "another-machine" / "sigmas", uri)
