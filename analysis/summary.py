@@ -50,39 +50,28 @@ def _state_lines(exp: Experiment) -> list[str]:
     lines = []
     if counts[ERRORED]:
         first = exp.trials[exp.trials["status"] == ERRORED].iloc[0]
-        again = (
-            ""
-            if exp.search.get("storage_uri")
-            else "; once the cause is fixed, --resume (the command below) runs them again from their last checkpoint"
-        )
         lines.append(
             f"{counts[ERRORED]} trial(s) errored (trial {first['trial_id']}: {first['stop_reason']}); "
-            f"see error.txt in their trial folders{again}"
+            f"see error.txt in their trial folders; once the cause is fixed, --resume (the command below) "
+            f"runs them again from their last checkpoint"
         )
     ended, wanted = progress(exp)
     if wanted is not None and ended < wanted:
-        how = (
-            "resuming a search kept at a storage URI is not supported yet"
-            if exp.search.get("storage_uri")
-            else "resume it with the command below"
-        )
-        lines.append(f"the search is incomplete ({ended} of {wanted} trials ended): {how}")
+        lines.append(f"the search is incomplete ({ended} of {wanted} trials ended): resume it with the command below")
     return lines
 
 
 def _command_lines(exp: Experiment) -> list[str]:
     space = exp.search.get("source") or (exp.search.get("spec") or {}).get("name") or exp.name
     uri = exp.search.get("storage_uri")
-    if uri:  # kept at a storage URI (trainables/storage.py): exp_dir is the driver's copy
-        return [
-            f"stored at:   {join(uri, exp.exp_dir.name)} (this machine's copy: {exp.exp_dir})",
-            f"TensorBoard: tensorboard --logdir {exp.exp_dir} --host 127.0.0.1",
-            f"report:      python platform/report.py {join(uri, exp.exp_dir.name)}",
-        ]
+    # kept at a storage URI (trainables/storage.py): exp_dir is the driver's copy, and a resume from
+    # any machine names the URI (search_spaces/mirror.py brings the bucket's copy first)
+    where, storage_path = (join(uri, exp.exp_dir.name), uri) if uri else (exp.exp_dir, exp.exp_dir.parent)
     return [
+        *([f"stored at:   {where} (this machine's copy: {exp.exp_dir})"] if uri else []),
         f"TensorBoard: tensorboard --logdir {exp.exp_dir} --host 127.0.0.1",
-        f"report:      python platform/report.py {exp.exp_dir}",
-        f"resume:      python platform/run_search.py --space {space} --storage-path {exp.exp_dir.parent} "
+        f"report:      python platform/report.py {where}",
+        f"resume:      python platform/run_search.py --space {space} --storage-path {storage_path} "
         f"--name {exp.exp_dir.name} --resume",
     ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from fake_experiment import (
@@ -74,6 +75,25 @@ def test_errored_and_unfinished_trials_make_the_search_incomplete(tmp_path):
     # spec budget: 6 trials; two ended (stopped, errored), one interrupted, three never started
     assert "the search is incomplete (2 of 6 trials ended): resume it with the command below" in text
     assert not (exp.exp_dir / "report").exists() and "report: /" not in text
+
+
+def test_a_search_kept_at_a_storage_uri_is_resumed_by_naming_the_uri(tmp_path):
+    exp = FakeExperiment(tmp_path)
+    exp.joint_trial("c0000_00000", SMOKE_WARM[0]["params"], [0.3, 0.2], STOPPED)
+    exp.joint_trial("c0000_00001", SMOKE_WARM[1]["params"], [0.3], UNFINISHED)
+    record = json.loads((exp.exp_dir / "search.json").read_text())
+    (exp.exp_dir / "search.json").write_text(json.dumps({**record, "storage_uri": "s3://lab-bucket/runs"}))
+    exp.finish(study=False)
+    lines = closing_summary(exp.exp_dir, write_report=False).splitlines()
+    assert "the search is incomplete (1 of 6 trials ended): resume it with the command below" in lines
+    remote = f"s3://lab-bucket/runs/{exp.exp_dir.name}"
+    assert f"stored at:   {remote} (this machine's copy: {exp.exp_dir})" in lines
+    assert f"report:      python platform/report.py {remote}" in lines
+    # from any machine: the URI, never this machine's copy, is the storage path
+    assert lines[-1] == (
+        f"resume:      python platform/run_search.py --space {record['source']} "
+        f"--storage-path s3://lab-bucket/runs --name {exp.exp_dir.name} --resume"
+    )
 
 
 def test_mixed_protocols_fall_back_to_one_ranking_per_protocol(tmp_path):
