@@ -59,6 +59,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -329,6 +330,90 @@ def _readable(path: Path) -> bool:
         return False
 
 
+def keep_study(exp_dir: Path) -> bool:
+    """Copy the Optuna study to ``last_snapshot/optuna.db`` when it changed since the last copy,
+    with SQLite's online backup (a consistent copy while the driver writes to it), landing
+    atomically; the copy a ``--resume`` puts back when the study is damaged or gone
+    (:func:`check_study`). True if copied."""
+    source, keep = exp_dir / STUDY_FILE, exp_dir / LAST_SNAPSHOT_DIR / STUDY_FILE
+    try:
+        if keep.exists() and keep.stat().st_mtime_ns >= source.stat().st_mtime_ns:
+            return False
+        keep.parent.mkdir(exist_ok=True)
+        staged = keep.with_name(f".{STUDY_FILE}.staged")
+        staged.unlink(missing_ok=True)
+        with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=5)) as live:
+            with contextlib.closing(sqlite3.connect(staged)) as copy:
+                live.backup(copy)
+        os.replace(staged, keep)
+    except (OSError, sqlite3.Error):
+        return False
+    return True
+
+
+def study_problem(path: Path, study_name: str | None) -> str | None:
+    """What is wrong with the Optuna study at ``path`` for a resume, in a few words, or None: it
+    is missing, locked by another process (named when this machine can see it), no SQLite
+    database, damaged (SQLite's quick_check), or holds no study ``study_name``. Reads only."""
+    if not path.is_file():
+        return "is missing"
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=2, isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")  # the write lock Optuna's storage needs, released at once
+            db.execute("ROLLBACK")
+            check = db.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                return f"is damaged (SQLite: {check[0] if check else 'no answer'})"
+            names = {row[0] for row in db.execute("SELECT study_name FROM studies")}
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err) or "busy" in str(err):
+            holders = [pid for pid in _holders(path) if pid != os.getpid()]
+            return "is locked by another process" + (f" (pid {', '.join(map(str, holders))})" if holders else "")
+        return f"cannot be read ({err})"
+    except sqlite3.DatabaseError as err:
+        return f"is no readable SQLite database ({err})"
+    if study_name is not None and study_name not in names:
+        return f"holds no study named {study_name}"
+    return None
+
+
+def _holders(path: Path) -> list[int]:
+    """PIDs of this machine's processes that have ``path`` open (those /proc lets us see)."""
+    target, found = str(path.resolve()), []
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) == target:
+                found.append(int(fd.parts[2]))
+    return sorted(set(found))
+
+
+def check_study(exp_dir: Path, record: dict, say: Say) -> None:
+    """Before a resume starts a cluster: the study must be whole. A damaged or missing one is put
+    back from ``last_snapshot/optuna.db`` (:func:`keep_study`; the damaged file is kept beside it
+    as ``optuna.db.damaged``); the resume then reconciles it like any study that lags Ray's
+    snapshot. Where that cannot be done (no whole copy; a lock another process holds),
+    ``ValueError`` with one line, and nothing is changed."""
+    path = exp_dir / STUDY_FILE
+    problem = study_problem(path, record.get("study_name"))
+    if problem is None:
+        return
+    if "locked" in problem:
+        raise ValueError(f"--resume: {path} {problem}; let it finish or stop it, then run the same command again")
+    backup = exp_dir / LAST_SNAPSHOT_DIR / STUDY_FILE
+    if study_problem(backup, record.get("study_name")) is not None:
+        raise ValueError(
+            f"--resume: {path} {problem}, and {LAST_SNAPSHOT_DIR}/ holds no whole copy of it; nothing was "
+            f"changed: put back a copy of the study, or start a new search with --name"
+        )
+    if path.exists():
+        os.replace(path, path.with_name(f"{STUDY_FILE}.damaged"))
+    shutil.copy2(backup, path)
+    say(
+        f"{path} {problem}: put back its last whole copy from {LAST_SNAPSHOT_DIR}/"
+        + (f" (the damaged file is kept as {STUDY_FILE}.damaged)" if "missing" not in problem else "")
+    )
+
+
 def keep_readable_snapshot(exp_dir: Path) -> bool:
     """Copy Ray's current snapshot files to ``last_snapshot/`` when every one is whole; each copy
     lands atomically, so a write that fails (a full disk) leaves the previous copy. True if copied."""
@@ -360,7 +445,7 @@ def restore_readable_snapshot(exp_dir: Path, say: Say) -> bool:
     files = [p for pattern in SNAPSHOT_GLOBS for p in exp_dir.glob(pattern)]
     if states and all(_readable(p) for p in files):
         return False
-    kept = [p for p in (exp_dir / LAST_SNAPSHOT_DIR).glob("*") if p.is_file() and _readable(p)]
+    kept = [p for p in (exp_dir / LAST_SNAPSHOT_DIR).glob("*") if p.is_file() and p.name != STUDY_FILE and _readable(p)]
     if not kept:
         return False
     for path in files:
@@ -375,8 +460,9 @@ def restore_readable_snapshot(exp_dir: Path, say: Say) -> bool:
 @contextlib.contextmanager
 def frequent_snapshots(exp_dir: Path) -> Iterator[None]:
     """While the block runs: Ray's experiment snapshot at most :data:`SNAPSHOT_PERIOD_S` old (a
-    user's own TUNE_GLOBAL_CHECKPOINT_S wins), and a copy of its last whole version kept in
-    ``last_snapshot/`` every :data:`KEEP_EVERY_S` (:func:`keep_readable_snapshot`)."""
+    user's own TUNE_GLOBAL_CHECKPOINT_S wins), and a copy of its last whole version and of the
+    Optuna study kept in ``last_snapshot/`` every :data:`KEEP_EVERY_S` (:func:`keep_readable_snapshot`,
+    :func:`keep_study`)."""
     import threading
 
     before = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
@@ -386,6 +472,7 @@ def frequent_snapshots(exp_dir: Path) -> Iterator[None]:
     def keep() -> None:
         while not stop.wait(KEEP_EVERY_S):
             keep_readable_snapshot(exp_dir)
+            keep_study(exp_dir)
 
     thread = threading.Thread(target=keep, name="keep-readable-snapshot", daemon=True)
     thread.start()
@@ -395,6 +482,7 @@ def frequent_snapshots(exp_dir: Path) -> Iterator[None]:
         stop.set()
         thread.join()
         keep_readable_snapshot(exp_dir)
+        keep_study(exp_dir)
         if before is None:
             os.environ.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
 
@@ -504,11 +592,42 @@ def fail_orphaned_trials(
     return failed
 
 
+ROW_FILES = (RESULT_FILE, "progress.csv")  # Ray appends one line per result to each
+
+
+def trim_cut_rows(exp_dir: Path, say: Say) -> list[str]:
+    """A trial's result.json or progress.csv whose last line was cut mid-write (a kill or a full
+    disk: no newline at its end) loses that part line, kept in ``<file>.cut``, so the rows the
+    resumed trial appends start on a line of their own; every whole row stays. Return the files
+    trimmed, relative to ``exp_dir``."""
+    trimmed = []
+    for path in sorted(p for name in ROW_FILES for p in exp_dir.glob(f"{TRIAL_PREFIX}*/{name}")):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if not data or data.endswith(b"\n"):
+            continue
+        whole = data[: data.rfind(b"\n") + 1]
+        path.with_name(f"{path.name}.cut").write_bytes(data[len(whole) :])
+        tmp = path.with_name(f"{path.name}.tmp")
+        tmp.write_bytes(whole)
+        os.replace(tmp, path)
+        trimmed.append(path.relative_to(exp_dir).as_posix())
+    if trimmed:
+        say(
+            f"{len(trimmed)} result file(s) ended in a line cut short ({', '.join(trimmed[:3])}"
+            f"{', ...' if len(trimmed) > 3 else ''}): that part line moved to <file>.cut, every whole row kept"
+        )
+    return trimmed
+
+
 def reconcile(exp_dir: Path, record: dict, say: Say) -> dict:
     """Make the folder and the Optuna study agree with Ray's snapshot (see the module docstring);
     return what was done: {"moved": [folder names], "moves": [(folder, where it went)], "failed":
     [Optuna trial numbers], "ended": [trial ids kept as ended]}."""
     known = snapshot_trials(exp_dir)
+    trim_cut_rows(exp_dir, say)
     on_disk = sorted(p for p in exp_dir.glob(f"{TRIAL_PREFIX}*") if p.is_dir())
     names = {trial_dirname(trial_id) for trial_id in known}
     moves = [(p.name, _move_aside(exp_dir, p).relative_to(exp_dir).as_posix()) for p in on_disk if p.name not in names]
@@ -583,7 +702,13 @@ def restart_folder(exp_dir: Path, say: Say) -> list[tuple[str, str]]:
     aside = sorted(p for p in exp_dir.glob(f"{TRIAL_PREFIX}*") if p.is_dir())
     if (exp_dir / SEARCH_FILE).exists():
         aside.append(exp_dir / SEARCH_FILE)
-    fail_orphaned_trials(exp_dir / STUDY_FILE, None, [], "the driver was killed before Ray's first snapshot")
+    problem = study_problem(exp_dir / STUDY_FILE, None)
+    if problem is not None and "missing" not in problem:  # the new start makes a study of its own
+        if "locked" in problem:
+            raise ValueError(f"--resume: {exp_dir / STUDY_FILE} {problem}; let it finish or stop it, then run again")
+        aside.append(exp_dir / STUDY_FILE)
+    elif problem is None:
+        fail_orphaned_trials(exp_dir / STUDY_FILE, None, [], "the driver was killed before Ray's first snapshot")
     moves = [(p.name, _move_aside(exp_dir, p).relative_to(exp_dir).as_posix()) for p in aside]
     say(f"{exp_dir}: the driver stopped before its trials were under way; starting the search again")
     return moves

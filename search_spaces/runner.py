@@ -83,6 +83,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
     if options.resume:
         spec, record = _recorded(exp_dir)
         recovery.stop_orphaned_cluster(exp_dir, say)
+        recovery.check_study(exp_dir, record, say)
     else:
         prepared = kind.prepare(spec, options)
     recovery.write_driver(exp_dir, spec, options)

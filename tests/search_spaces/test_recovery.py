@@ -255,3 +255,104 @@ def test_the_heartbeat_reaches_the_storage_uri_and_a_remote_driver_blocks(s3_buc
             recovery.check_not_running(elsewhere, uri)
     assert json.loads(s3_bucket.read("runs/sigmas/driver.json"))["ended"] is not None
     recovery.check_not_running(tmp_path / "another-machine" / "sigmas", uri)
+
+
+def _study_with_trials(exp_dir, n: int) -> list[float]:
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{exp_dir / STUDY_FILE}")
+    for i in range(n):
+        study.tell(study.ask(DIST), float(i))
+    return [t.value for t in study.get_trials()]
+
+
+def _values(path) -> list[float]:
+    return [t.value for t in optuna.load_study(study_name="s", storage=f"sqlite:///{path}").get_trials()]
+
+
+def test_the_study_is_kept_whole_beside_the_snapshot_only_when_it_changed(tmp_path):
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    values = _study_with_trials(exp_dir, 3)
+    assert recovery.keep_study(exp_dir) is True
+    assert recovery.keep_study(exp_dir) is False  # unchanged since the copy
+    kept = exp_dir / "last_snapshot" / STUDY_FILE
+    assert _values(kept) == values and recovery.study_problem(kept, "s") is None
+
+
+@pytest.mark.parametrize("damage", ["junk", "cut", "missing", "other-study"])
+def test_a_damaged_or_missing_study_is_put_back_from_its_last_whole_copy(tmp_path, damage):
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    values = _study_with_trials(exp_dir, 3)
+    recovery.keep_study(exp_dir)
+    path = exp_dir / STUDY_FILE
+    data = path.read_bytes()
+    if damage == "junk":
+        path.write_bytes(os.urandom(len(data)))
+    elif damage == "cut":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "missing":
+        path.unlink()
+    else:
+        path.unlink()
+        optuna.create_study(study_name="another", storage=f"sqlite:///{path}")
+    said = []
+    recovery.check_study(exp_dir, {"study_name": "s"}, said.append)
+    assert _values(path) == values
+    assert len(said) == 1 and "put back its last whole copy from last_snapshot/" in said[0]
+    assert (exp_dir / f"{STUDY_FILE}.damaged").exists() is (damage != "missing")
+    recovery.check_study(exp_dir, {"study_name": "s"}, said.append)  # whole now: nothing to say
+    assert len(said) == 1
+
+
+def test_a_damaged_study_without_a_whole_copy_is_refused_in_one_line_and_left_as_it_is(tmp_path):
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    _study_with_trials(exp_dir, 2)
+    path = exp_dir / STUDY_FILE
+    cut = path.read_bytes()[:3000]
+    path.write_bytes(cut)
+    with pytest.raises(
+        ValueError,
+        match=r"^--resume: .*optuna.db is (damaged|no readable SQLite database).*, and "
+        r"last_snapshot/ holds no whole copy of it; nothing was changed",
+    ) as err:
+        recovery.check_study(exp_dir, {"study_name": "s"}, print)
+    assert "\n" not in str(err.value) and path.read_bytes() == cut and sorted(os.listdir(exp_dir)) == [STUDY_FILE]
+
+
+def test_a_study_another_process_holds_locked_is_refused_naming_it(tmp_path):
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    _study_with_trials(exp_dir, 2)
+    recovery.keep_study(exp_dir)
+    path = exp_dir / STUDY_FILE
+    before = path.read_bytes()
+    code = (
+        f"import sqlite3, time; db = sqlite3.connect({str(path)!r}, isolation_level=None); "
+        "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError, match=f"is locked by another process \\(pid {holder.pid}\\); let it finish"):
+            recovery.check_study(exp_dir, {"study_name": "s"}, print)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert path.read_bytes() == before and not (exp_dir / f"{STUDY_FILE}.damaged").exists()
+
+
+def test_a_result_file_cut_mid_line_keeps_its_whole_rows_and_sets_the_part_aside(tmp_path):
+    exp_dir = tmp_path / "exp"
+    trial = exp_dir / trial_dirname("abc12_00000")
+    trial.mkdir(parents=True)
+    rows = [json.dumps({"iterations": i, "kid": 0.1 * i}) for i in (1, 2, 3)]
+    (trial / "result.json").write_text("\n".join(rows[:2]) + "\n" + rows[2][:17])
+    (trial / "progress.csv").write_text("iterations,kid\n1,0.1\n2,0.2\n")  # whole: left alone
+    said = []
+    assert recovery.trim_cut_rows(exp_dir, said.append) == [f"{trial.name}/result.json"]
+    assert (trial / "result.json").read_text() == "\n".join(rows[:2]) + "\n"
+    assert (trial / "result.json.cut").read_text() == rows[2][:17]
+    assert (trial / "progress.csv").read_text() == "iterations,kid\n1,0.1\n2,0.2\n"
+    assert len(said) == 1 and "1 result file(s) ended in a line cut short" in said[0]
+    assert recovery.trim_cut_rows(exp_dir, said.append) == [] and len(said) == 1
