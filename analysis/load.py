@@ -31,9 +31,12 @@ from trainables.layout import (
     RESULT_FILE,
     SAMPLER,
     SAMPLES_FILE,
+    SEARCH_COPY,
     SEARCH_FILE,
     STUDY_FILE,
     TRAIN_TIME_ATTR,
+    read_search_record,
+    search_record_damaged,
     warm_label,
 )
 from trainables.metrics import DEFAULT_METRIC, METRICS, metric_mode
@@ -111,8 +114,11 @@ def _check_folder(exp_dir: Path, dirs: list[Path]) -> None:
 
 
 def _read_search(exp_dir: Path, warnings: list[str]) -> tuple[dict, Kind]:
-    search = read_json(exp_dir / SEARCH_FILE, warnings)
-    if not search:
+    search = read_search_record(exp_dir)
+    if search and search_record_damaged(exp_dir):
+        warnings.append(f"{SEARCH_FILE} missing or unreadable: read the copy written with it ({SEARCH_COPY})")
+    elif not search:
+        read_json(exp_dir / SEARCH_FILE, warnings)  # says why it is unreadable, where it is there
         warnings.append(f"{SEARCH_FILE} missing or unreadable: no spec, budget or warm starts known")
     kind = kind_of(search.get("kind"))
     if kind.name == SAMPLER and kind.budget_end(search) is None:

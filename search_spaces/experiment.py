@@ -37,6 +37,7 @@ from trainables.layout import (
     CONFIRM_DIR,
     DRIVER_FILE,
     REPORT_DIR,
+    SEARCH_COPY,
     SEARCH_FILE,
     SPEC_COPY,
     STUDY_FILE,
@@ -116,13 +117,18 @@ def recorded_spec(exp_dir: Path) -> tuple[SearchSpec, dict]:
 
 
 def write_record(exp_dir: Path, spec: SearchSpec, record: dict) -> None:
-    """search.json (atomically: a reader never sees half a file) and the spec file's copy."""
+    """search.json (atomically: a reader never sees half a file), its copy in last_snapshot/
+    (what a reader falls back on when search.json is damaged: :func:`trainables.layout.read_search_record`)
+    and the spec file's copy."""
     exp_dir.mkdir(parents=True, exist_ok=True)
     if spec.source and Path(spec.source).exists():
         shutil.copyfile(spec.source, exp_dir / SPEC_COPY)
-    tmp = exp_dir / f"{SEARCH_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=1, default=str))
-    os.replace(tmp, exp_dir / SEARCH_FILE)
+    text = json.dumps(record, indent=1, default=str)
+    for path in (exp_dir / SEARCH_COPY, exp_dir / SEARCH_FILE):
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
 
 
 def base_record(

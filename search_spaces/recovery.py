@@ -73,9 +73,12 @@ from trainables.layout import (
     LAST_SNAPSHOT_DIR,
     ORPHANED_DIR,
     RESULT_FILE,
+    SEARCH_COPY,
     SEARCH_FILE,
     STUDY_FILE,
     TRIAL_PREFIX,
+    read_search_record,
+    search_record_damaged,
     trial_dirname,
 )
 
@@ -457,6 +460,20 @@ def restore_readable_snapshot(exp_dir: Path, say: Say) -> bool:
     return True
 
 
+def restore_search_record(exp_dir: Path, say: Say) -> bool:
+    """Where search.json is damaged or gone and its copy (written with it) reads, put the copy
+    back, the damaged file kept as ``search.json.damaged``; True if it did."""
+    copy = exp_dir / SEARCH_COPY
+    if not search_record_damaged(exp_dir) or not read_search_record(exp_dir):
+        return False
+    path = exp_dir / SEARCH_FILE
+    if path.exists():
+        os.replace(path, path.with_name(f"{SEARCH_FILE}.damaged"))
+    shutil.copy2(copy, path)
+    say(f"{path} was damaged or missing: put back its copy from {LAST_SNAPSHOT_DIR}/")
+    return True
+
+
 @contextlib.contextmanager
 def frequent_snapshots(exp_dir: Path) -> Iterator[None]:
     """While the block runs: Ray's experiment snapshot at most :data:`SNAPSHOT_PERIOD_S` old (a
@@ -700,8 +717,7 @@ def restart_folder(exp_dir: Path, say: Say) -> list[tuple[str, str]]:
     folders to ``orphaned/``, its studies' unfinished trials FAIL, search.json aside. Return what
     moved: (from, to), relative to ``exp_dir``."""
     aside = sorted(p for p in exp_dir.glob(f"{TRIAL_PREFIX}*") if p.is_dir())
-    if (exp_dir / SEARCH_FILE).exists():
-        aside.append(exp_dir / SEARCH_FILE)
+    aside += [p for p in (exp_dir / SEARCH_FILE, exp_dir / SEARCH_COPY) if p.exists()]
     problem = study_problem(exp_dir / STUDY_FILE, None)
     if problem is not None and "missing" not in problem:  # the new start makes a study of its own
         if "locked" in problem:

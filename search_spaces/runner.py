@@ -71,6 +71,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
         mirror = _checked(exp_dir, options, say)
     fresh = not options.resume and not exp_dir.exists()
     if options.resume:
+        recovery.restore_search_record(exp_dir, say)
         recovery.restore_readable_snapshot(exp_dir, say)
     if options.resume and recovery.never_started(exp_dir):
         spec, options = _started_with(exp_dir, options)  # killed before Ray's first snapshot

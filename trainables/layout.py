@@ -163,13 +163,30 @@ def confirm_stem(seed: int, samples: int) -> str:
     return f"seed{seed}_n{samples}"
 
 
-def read_search_record(exp_dir: str | Path) -> dict:
-    """``search.json`` of an experiment folder; ``{}`` when it is missing or unreadable."""
+SEARCH_COPY = f"{LAST_SNAPSHOT_DIR}/{SEARCH_FILE}"  # search.json's copy, written with it
+
+
+def _json_object(path: Path) -> dict:
     try:
-        record = json.loads((Path(exp_dir) / SEARCH_FILE).read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
+
+
+def read_search_record(exp_dir: str | Path) -> dict:
+    """``search.json`` of an experiment folder; where it is missing or not a JSON object (a file
+    cut short, overwritten), the copy written with it (:data:`SEARCH_COPY`); ``{}`` when neither
+    reads."""
+    return _json_object(Path(exp_dir) / SEARCH_FILE) or _json_object(Path(exp_dir) / SEARCH_COPY)
+
+
+def search_record_damaged(exp_dir: str | Path) -> bool:
+    """search.json is there but unreadable, or gone while its copy is there."""
+    exp_dir = Path(exp_dir)
+    return not _json_object(exp_dir / SEARCH_FILE) and (
+        (exp_dir / SEARCH_FILE).exists() or (exp_dir / SEARCH_COPY).exists()
+    )
 
 
 def experiment_kind(exp_dir: str | Path) -> str | None:

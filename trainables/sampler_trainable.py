@@ -42,7 +42,7 @@ from trainables.layout import METRICS_FILE, RUNTIME_KEY, SAMPLER_TIME_ATTR, SAMP
 from trainables.metrics import interval_keys
 from trainables.params import JOINT_SAMPLER_PARAMS, RUNTIME, SAMPLER_PARAMS, SETTINGS, SPEC_RUNTIME, check_keys, names
 from trainables.sigmas import snr_of_step
-from trainables.train import TrainConfig, Trainer
+from trainables.train import CheckpointError, TrainConfig, Trainer, read_state
 from trainables.tune_trainable import restored_folder
 
 # What a sampler trial's config may hold: the frozen checkpoint's folder, sampler settings and the
@@ -142,7 +142,7 @@ class FrozenCheckpoint:
     def __init__(self, folder: str | Path, device: str = "auto", runtime: Mapping[str, Any] | None = None):
         self.folder = Path(folder).resolve()
         self.record = read_checkpoint_record(self.folder)
-        state = torch.load(self.folder / STATE_FILE, map_location="cpu", weights_only=True)
+        state = read_state(self.folder / STATE_FILE)
         # How to run is decided where the sampling runs (``runtime``: the sampler search's runtime
         # settings, defaults for the rest), never by the machine that trained; the seed stays;
         # fields this version does not know are not the network's shape.
@@ -153,7 +153,10 @@ class FrozenCheckpoint:
         # The Trainer needs images to build; sampling reads none, so one blank image will do.
         placeholder = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
         self.trainer = Trainer(TrainConfig.from_dict(values), placeholder)
-        self.trainer.load_state_dict(state)
+        try:
+            self.trainer.load_state_dict(state)
+        except CheckpointError as err:
+            raise CheckpointError(f"{self.folder / STATE_FILE}: {err}") from None
         self.used_ema = self.trainer.ema is not None
         self.module = self.trainer.ema.module if self.used_ema else self.trainer.model
         for net in (self.trainer.model, self.module):

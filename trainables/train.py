@@ -392,7 +392,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a ``state_dict()``; the architecture fields of the configs must agree."""
+        """Restore a ``state_dict()``; the architecture fields of the configs must agree, and the
+        weights must fit them (:class:`CheckpointError` otherwise)."""
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT}")
         saved = state["config"]
@@ -401,8 +402,13 @@ class Trainer:
                 raise ValueError(
                     f"checkpoint has {name}={saved[name]!r}, this trainer has {getattr(self.config, name)!r}"
                 )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])  # new state tensors: capture again
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])  # new state tensors: capture again
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise CheckpointError(
+                f"holds weights of another network shape than its config says ({_first_line(err)})"
+            ) from None
         if self._captured is not None:
             self._captured = _CapturedStep(self)
             self._warmup_left = max(self._warmup_left, _CapturedStep.WARMUP + 1)
@@ -446,13 +452,47 @@ class Trainer:
     @classmethod
     def load(cls, path: str | os.PathLike, images: torch.Tensor, device: str | None = None) -> Trainer:
         """A Trainer resumed from ``save(path)``; ``device`` overrides the saved config's."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_state(path)
         values = dict(state["config"])
         if device is not None:
             values["device"] = device
         trainer = cls(TrainConfig.from_dict(values), images)
         trainer.load_state_dict(state)
         return trainer
+
+
+class CheckpointError(ValueError):
+    """A training state file that cannot be used, and why, in one line."""
+
+
+def _first_line(err: BaseException) -> str:
+    """The line of an error that says what is wrong (torch heads a list of problems with a line
+    ending in a colon: the first problem is that line)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        lines = lines[1:]
+    return (lines[0] if lines else err.__class__.__name__)[:240]
+
+
+def read_state(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """A ``state.pt`` written by :meth:`Trainer.save`, loaded with ``weights_only=True``: a file
+    that would build other objects (a pickle that runs code) is refused, never executed. A file
+    cut short, not a torch file, or not a training state raises :class:`CheckpointError` naming
+    it, in one line."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: holds objects other than tensors and numbers, which a safe load refuses "
+            f"(never executed: {_first_line(err).removeprefix('Weights only load failed. ')})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: cut short or not a torch checkpoint ({_first_line(err)})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict) or "model" not in state:
+        raise CheckpointError(f"{path}: a torch file, but not a training state (no config and model)")
+    return state
 
 
 def _adam_kernel(device: torch.device, captured: bool = False) -> dict[str, bool]:

@@ -40,7 +40,7 @@ from trainables.layout import (
 )
 from trainables.metrics import hi_key, interval_keys, lo_key
 from trainables.sigmas import snr_of_step
-from trainables.train import TrainConfig, Trainer
+from trainables.train import CheckpointError, TrainConfig, Trainer, read_state
 
 # What a joint trial's config may hold: the spec's parameters (training and sampler settings)
 # and the runtime settings. Anything else is a mistake upstream.
@@ -253,8 +253,11 @@ def _restore(trainer: Trainer) -> dict:
     with restored_folder(STATE_FILE) as folder:
         if folder is None:
             return counters
-        state = torch.load(folder / STATE_FILE, map_location=trainer.device, weights_only=True)
-        trainer.load_state_dict(state)
+        state = read_state(folder / STATE_FILE, map_location=trainer.device)
+        try:
+            trainer.load_state_dict(state)
+        except CheckpointError as err:
+            raise CheckpointError(f"{folder / STATE_FILE}: {err}") from None
         record = json.loads((folder / METRICS_FILE).read_text())
     counters.update(record["counters"])
     return counters

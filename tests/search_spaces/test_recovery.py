@@ -356,3 +356,25 @@ def test_a_result_file_cut_mid_line_keeps_its_whole_rows_and_sets_the_part_aside
     assert (trial / "progress.csv").read_text() == "iterations,kid\n1,0.1\n2,0.2\n"
     assert len(said) == 1 and "1 result file(s) ended in a line cut short" in said[0]
     assert recovery.trim_cut_rows(exp_dir, said.append) == [] and len(said) == 1
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[]", "", None])
+def test_a_damaged_search_record_is_read_from_its_copy_and_put_back_on_resume(tmp_path, damage):
+    from search_spaces.experiment import write_record
+    from search_spaces.spec import load_spec
+    from trainables.layout import read_search_record
+
+    exp_dir = tmp_path / "exp"
+    record = {"kind": "joint", "study_name": "s-1234", "spec": {"name": "smoke"}}
+    write_record(exp_dir, load_spec("smoke.yaml"), record)
+    path = exp_dir / SEARCH_FILE
+    if damage is None:
+        path.unlink()
+    else:
+        path.write_text(damage)
+    assert read_search_record(exp_dir) == record  # every reader: the copy written with it
+    said = []
+    assert recovery.restore_search_record(exp_dir, said.append) is True
+    assert json.loads(path.read_text()) == record and len(said) == 1
+    assert (exp_dir / f"{SEARCH_FILE}.damaged").exists() is (damage is not None)
+    assert recovery.restore_search_record(exp_dir, said.append) is False
