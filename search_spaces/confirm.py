@@ -201,6 +201,23 @@ def plan_confirmation(
     )
 
 
+def check_checkpoints(trials: list[ConfirmTrial]) -> None:
+    """Load every checkpoint the stage is about to sample, on the driver's CPU, before any cluster starts:
+    a state.pt cut short, one that would build objects other than tensors (never executed), or
+    weights of another shape than its config say so in one line (``ValueError``) instead of
+    failing their tasks one by one."""
+    from trainables.sampler_trainable import FrozenCheckpoint
+    from trainables.train import CheckpointError
+
+    for trial in trials:
+        try:
+            FrozenCheckpoint(trial.checkpoint, "cpu")
+        except CheckpointError as err:
+            raise ValueError(
+                f"trial {trial.trial_id}: {err}; nothing was sampled: put back a whole copy of that checkpoint"
+            ) from None
+
+
 def plan_lines(plan: ConfirmPlan) -> list[str]:
     """What the stage will do, for the terminal."""
     s = plan.settings
@@ -241,6 +258,7 @@ def run_confirmation(plan: ConfirmPlan, options, say: Say = print) -> Path:
     say(f"confirmation: {done} of {len(plan.jobs())} (trial, seed) results already on disk; {len(missing)} to sample")
     failures: list[str] = []
     if missing:
+        check_checkpoints(list({t.trial_id: t for t, _ in missing}.values()))
         failures = _run_tasks(plan, missing, options, say)
     path = summarise(exp_dir, plan)
     for failure in failures:

@@ -482,11 +482,16 @@ def read_state(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, 
     import pickle
 
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle's protocol: what is refused says enough
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        text = str(err)  # torch's advice first; what it refused follows "WeightsUnpickler error:"
+        after = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else text
+        what = next((line.strip() for line in after.splitlines() if line.strip()), err.__class__.__name__)
         raise CheckpointError(
             f"{path}: holds objects other than tensors and numbers, which a safe load refuses "
-            f"(never executed: {_first_line(err).removeprefix('Weights only load failed. ')})"
+            f"(never executed: {what[:200]})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: cut short or not a torch checkpoint ({_first_line(err)})") from None
