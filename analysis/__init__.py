@@ -1,6 +1,6 @@
 """Analysis of experiment folders of either kind: load (pandas), rank by sample quality, report.
 
-Everything reads only what is on disk (its layout: :mod:`trainables.layout`). The modules, in
+Everything reads only what is on disk (its layout: :mod:`trainables.contract.layout`). The modules, in
 the order data flows through them:
 
 - :mod:`analysis.files` reads the files of a folder (plain Python);
@@ -31,7 +31,7 @@ _EXPORTS = {
     "load_study": "analysis.load",
     "read_result_rows": "analysis.files",
     "read_trial_states": "analysis.files",
-    "STATUSES": "trainables.layout",
+    "STATUSES": "trainables.contract.layout",
     "trial_status": "analysis.status",
     "best_within_budget": "analysis.rank",
     "check_protocols": "analysis.rank",

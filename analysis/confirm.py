@@ -1,7 +1,7 @@
 """The confirmation stage in the report and the closing summary, and the pipeline check.
 
-Reads ``<experiment>/confirm/`` as :mod:`search_spaces.confirm` writes it (``plan.json``,
-``summary.json``; names in :mod:`trainables.layout`): the confirmed ranking (each trial's mean
+Reads ``<experiment>/confirm/`` as :mod:`search.confirmation.stage` writes it (``plan.json``,
+``summary.json``; names in :mod:`trainables.contract.layout`): the confirmed ranking (each trial's mean
 over S seeds of N samples with its 95% interval), the paired verdict of each trial against the
 confirmed best ("better", "worse", "not distinguishable at 95%") and FID_inf. The report's Answer
 and the closing summary lead with these verdicts when a confirmation exists.
@@ -22,14 +22,14 @@ from typing import Any
 import pandas as pd
 
 from analysis.render import Block, fmt
-from trainables.layout import (
+from trainables.contract.layout import (
     CONFIRM_DIR,
     CONFIRM_PLAN,
     CONFIRM_SUMMARY,
     WARM_START_NAMES,
 )
-from trainables.metrics import BETTER, FAR_FROM_DIGITS, TIED, WORSE, far_from_digits
-from trainables.units import duration
+from trainables.contract.metrics import BETTER, FAR_FROM_DIGITS, TIED, WORSE, far_from_digits
+from trainables.contract.units import duration
 
 SHOWN = ("fid", "kid", "precision", "recall", "coverage")  # metrics of the comparison table
 

@@ -1,6 +1,6 @@
 """The files of an experiment folder, read as plain Python (no pandas, no torch).
 
-File and folder names come from :mod:`trainables.layout`. Every reader here tolerates what a
+File and folder names come from :mod:`trainables.contract.layout`. Every reader here tolerates what a
 running, interrupted or failed search leaves behind: a missing file reads as empty, a line cut
 short is counted and skipped, an unreadable JSON file adds a warning.
 """
@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from trainables.layout import (
+from trainables.contract.layout import (
     ERROR_FILE,
     EXPERIMENT_STATE_GLOB,
     METRICS_FILE,

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.kinds import COMPUTE, Kind
-from trainables.metrics import KID_STD, METRICS, PROTOCOL_ID, interval_keys
+from trainables.contract.metrics import KID_STD, METRICS, PROTOCOL_ID, interval_keys
 
 TOTALS = (
     "train_evals_total",
@@ -77,7 +77,7 @@ def _one_per_time(rows: list[dict], kind: Kind) -> list[dict]:
 
 def evaluation_rows(rows: list[dict], trial_id: str, trial_dir: Path, experiment: str, kind: Kind) -> pd.DataFrame:
     """One trial's report rows -> its part of the evaluations frame (see the module docstring),
-    in time order. Every metric of :data:`trainables.metrics.METRICS` is a column (NaN where a
+    in time order. Every metric of :data:`trainables.contract.metrics.METRICS` is a column (NaN where a
     row lacks it)."""
     records = []
     for row in _one_per_time(rows, kind):

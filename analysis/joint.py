@@ -31,9 +31,9 @@ from analysis.plots import (
 )
 from analysis.rank import compare_with_warm_starts, compute_budgets, equal_compute_table, pareto_front
 from analysis.render import Block, capitalised, fmt, relation, top_text
-from trainables.layout import LEADERBOARD_CSV, STOPPED, WARM_START_NAMES
-from trainables.layout import TRAIN_TIME_ATTR as ITERATIONS
-from trainables.metrics import KID_STD, METRICS, hi_key, lo_key
+from trainables.contract.layout import LEADERBOARD_CSV, STOPPED, WARM_START_NAMES
+from trainables.contract.layout import TRAIN_TIME_ATTR as ITERATIONS
+from trainables.contract.metrics import KID_STD, METRICS, hi_key, lo_key
 
 TITLE = "Search report"
 TOP_TABLE = 10  # leaderboard rows shown in the report (leaderboard.csv holds all)
@@ -253,7 +253,7 @@ def _answer_blocks(
 ) -> list[Block]:
     """The answer's opening: one sentence, then one figure (the best trial's samples beside real
     test digits, and the metric against network evaluations, the best trial's in red)."""
-    from trainables.data import load_mnist_arrays
+    from trainables.contract.data import load_mnist_arrays
 
     blocks = [Block("h2", "Answer")]
     rated = ranked[ranked["rank"].notna()]
@@ -280,7 +280,7 @@ def _answer_blocks(
 def _sample_section(
     exp: Experiment, ranked: pd.DataFrame, evaluations: pd.DataFrame, out_dir: Path, suffix: str
 ) -> list[Block]:
-    from trainables.data import load_mnist_arrays
+    from trainables.contract.data import load_mnist_arrays
 
     metric = exp.metric
     real, _ = load_mnist_arrays(train=False)

@@ -1,8 +1,8 @@
 """What differs between the two kinds of experiment folder when they are read and ranked.
 
-A joint search (:data:`trainables.layout.JOINT`) trains networks and samples from them: its
+A joint search (:data:`trainables.contract.layout.JOINT`) trains networks and samples from them: its
 time attribute is training iterations, a trial is summarised by its best evaluation, and trials
-rank by that value. A sampler search (:data:`trainables.layout.SAMPLER`) samples frozen
+rank by that value. A sampler search (:data:`trainables.contract.layout.SAMPLER`) samples frozen
 checkpoints at growing sample counts ("looks"): its time attribute is the samples scored, a
 trial is summarised by its last look, and trials rank ASHA's way, the further first (values at
 different sample counts are different protocols, so only trials at the same look compare).
@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from trainables.layout import JOINT, SAMPLER, SAMPLER_TIME_ATTR, TRAIN_TIME_ATTR
-from trainables.metrics import KID_STD, METRICS, PROTOCOL_ID, interval_keys
-from trainables.params import SAMPLER_PARAMS
+from trainables.contract.layout import JOINT, SAMPLER, SAMPLER_TIME_ATTR, TRAIN_TIME_ATTR
+from trainables.contract.metrics import KID_STD, METRICS, PROTOCOL_ID, interval_keys
+from trainables.contract.params import SAMPLER_PARAMS
 
 # Report fields of every kind kept in the evaluations frame beside the metrics (Ray's bookkeeping
 # such as hostname or pid is dropped).

@@ -1,6 +1,6 @@
 """Experiment folders on disk -> one :class:`Experiment` (tidy pandas frames), either kind.
 
-An experiment folder (its layout: :mod:`trainables.layout`) holds ``search.json`` (the resolved
+An experiment folder (its layout: :mod:`trainables.contract.layout`) holds ``search.json`` (the resolved
 spec, the kind, warm-start points, Optuna study name; a sampler search adds its looks and the
 checkpoints it samples), ``optuna.db``, Ray's ``experiment_state-*.json`` and one folder per
 trial with Ray's ``result.json`` (JSON lines, one per report), ``params.json`` (the trial
@@ -25,7 +25,7 @@ from analysis.frames import best_index, eval_columns, evaluation_rows, trial_row
 from analysis.kinds import Kind, kind_of
 from analysis.runtime import runtime_columns
 from analysis.status import trial_status
-from trainables.layout import (
+from trainables.contract.layout import (
     ERROR_FILE,
     PARAMS_FILE,
     RESULT_FILE,
@@ -39,7 +39,7 @@ from trainables.layout import (
     search_record_damaged,
     warm_label,
 )
-from trainables.metrics import DEFAULT_METRIC, METRICS, metric_mode
+from trainables.contract.metrics import DEFAULT_METRIC, METRICS, metric_mode
 
 __all__ = [
     "Experiment",

@@ -22,7 +22,15 @@ from analysis.frames import finite
 from analysis.kinds import COMPUTE
 from analysis.rank import pareto_front, scored_evaluations
 from analysis.render import fmt
-from trainables.layout import DIVERGED, ERRORED, FINISHED, SAMPLER_TIME_ATTR, STOPPED, TRAIN_TIME_ATTR, UNFINISHED
+from trainables.contract.layout import (
+    DIVERGED,
+    ERRORED,
+    FINISHED,
+    SAMPLER_TIME_ATTR,
+    STOPPED,
+    TRAIN_TIME_ATTR,
+    UNFINISHED,
+)
 
 STATUS_COLORS = {
     FINISHED: "tab:blue",

@@ -1,7 +1,7 @@
 """Ranking trials by sample quality: by a metric, at equal compute, on the Pareto front, at a look.
 
 DataFrames in, DataFrames out (the frames of :mod:`analysis.frames`). Numbers are comparable only
-under one evaluation protocol (``trainables.metrics.protocol_id``): every ranking here refuses a
+under one evaluation protocol (``trainables.contract.metrics.protocol_id``): every ranking here refuses a
 frame that mixes protocol ids with a ``ValueError`` naming them, unless asked to rank per protocol.
 
 Conventions:
@@ -28,8 +28,8 @@ import pandas as pd
 
 from analysis.frames import best_index, finite
 from analysis.kinds import COMPUTE
-from trainables.layout import TRAIN_TIME_ATTR, same_value, warm_point
-from trainables.metrics import DEFAULT_METRIC, METRICS, MODES, NO_PROTOCOL, PROTOCOL_ID, metric_mode
+from trainables.contract.layout import TRAIN_TIME_ATTR, same_value, warm_point
+from trainables.contract.metrics import DEFAULT_METRIC, METRICS, MODES, NO_PROTOCOL, PROTOCOL_ID, metric_mode
 
 
 def _metric_mode(frame: pd.DataFrame, metric: str | None, mode: str | None) -> tuple[str, str]:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainables.layout import REPORT_HTML, REPORT_MD
+from trainables.contract.layout import REPORT_HTML, REPORT_MD
 
 
 @dataclass

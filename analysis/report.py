@@ -23,8 +23,8 @@ from analysis.rank import check_protocols, rank_trials
 from analysis.render import Block, fmt, relation, write_pages
 from analysis.runtime import runtime_line
 from analysis.status import status_line
-from trainables.layout import FINISHED, JOINT, LEADERBOARD_CSV, REPORT_DIR, REPORT_MD, SAMPLER
-from trainables.metrics import METRICS, NO_PROTOCOL
+from trainables.contract.layout import FINISHED, JOINT, LEADERBOARD_CSV, REPORT_DIR, REPORT_MD, SAMPLER
+from trainables.contract.metrics import METRICS, NO_PROTOCOL
 
 SECTIONS: dict[str, ModuleType] = {JOINT: joint, SAMPLER: sampler}
 __all__ = ["build_report", "fmt", "relation", "sections_of", "write_report"]
@@ -142,7 +142,7 @@ def write_report(
     """Write report.md, report.html, leaderboard.csv and the PNG plots of an experiment folder of
     either kind into ``out_dir`` (default ``<exp_dir>/report/``); return the path of report.html.
 
-    ``metric`` ranks by another metric of :data:`trainables.metrics.METRICS` (default: the spec's).
+    ``metric`` ranks by another metric of :data:`trainables.contract.metrics.METRICS` (default: the spec's).
     ``ValueError`` (one line) for a folder that is not an experiment, an unknown metric, or trials
     scored under different protocols without ``per_protocol``; nothing is written then.
     """

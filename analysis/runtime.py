@@ -1,6 +1,6 @@
 """How the trials ran: the runtime settings as each trial resolved them on its device (device,
 amp, compile, CUDA graphs, channels_last), recorded under ``runtime`` in every result row and in
-metrics.json (:data:`trainables.layout.RUNTIME_KEY`). Torch-free.
+metrics.json (:data:`trainables.contract.layout.RUNTIME_KEY`). Torch-free.
 
 :func:`runtime_columns` turns a trial's last record into ``runtime/<name>`` columns of the trials
 frame (and so of leaderboard.csv); :func:`runtime_line` is the report's line about them.
@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from trainables.layout import RUNTIME_KEY
+from trainables.contract.layout import RUNTIME_KEY
 
 PREFIX = f"{RUNTIME_KEY}/"
 # The record's keys in the order the report names them.

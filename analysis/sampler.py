@@ -25,7 +25,7 @@ from analysis.plots import plot_sample_panels, plot_sampler_panels
 from analysis.rank import at_look, compare_at_common_look, pareto_front, scored_evaluations
 from analysis.render import Block, capitalised, fmt, relation, top_text
 from analysis.status import status_counts
-from trainables.layout import (
+from trainables.contract.layout import (
     DIVERGED,
     ERRORED,
     LEADERBOARD_CSV,
@@ -37,8 +37,8 @@ from trainables.layout import (
     WARM_TECHNIQUE4,
     WARM_TRAINED_WITH,
 )
-from trainables.metrics import KID_STD, METRICS, hi_key, lo_key
-from trainables.params import SAMPLER_PARAMS, SETTINGS
+from trainables.contract.metrics import KID_STD, METRICS, hi_key, lo_key
+from trainables.contract.params import SAMPLER_PARAMS, SETTINGS
 
 TITLE = "Sampler search report"
 TIME = SAMPLER_TIME_ATTR

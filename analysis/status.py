@@ -1,7 +1,7 @@
 """A trial's status from its files, the same rule for both kinds of search.
 
 The statuses themselves (finished, stopped, diverged, errored, unfinished) are defined in
-:mod:`trainables.layout`; here they are derived from what a trial folder holds: error.txt, the
+:mod:`trainables.contract.layout`; here they are derived from what a trial folder holds: error.txt, the
 report rows, and Ray's recorded status in the experiment state.
 """
 
@@ -11,7 +11,16 @@ import numpy as np
 import pandas as pd
 
 from analysis.kinds import Kind, kind_of
-from trainables.layout import DIVERGED, ERRORED, FINISHED, RAY_ERROR, RAY_TERMINATED, STATUSES, STOPPED, UNFINISHED
+from trainables.contract.layout import (
+    DIVERGED,
+    ERRORED,
+    FINISHED,
+    RAY_ERROR,
+    RAY_TERMINATED,
+    STATUSES,
+    STOPPED,
+    UNFINISHED,
+)
 
 # How the report names a status where its name alone says too little.
 STATUS_WORDS = {STOPPED: "stopped early by ASHA", UNFINISHED: "unfinished (running or interrupted)"}
@@ -57,7 +66,7 @@ def trial_status(
 
 
 def status_counts(trials: pd.DataFrame) -> dict[str, int]:
-    """{status: number of trials}, every status of :data:`trainables.layout.STATUSES` present."""
+    """{status: number of trials}, every status of :data:`trainables.contract.layout.STATUSES` present."""
     counts = trials["status"].value_counts() if len(trials) else pd.Series(dtype=int)
     return {s: int(counts.get(s, 0)) for s in STATUSES}
 

@@ -16,8 +16,8 @@ from analysis.rank import protocol_counts, rank_trials
 from analysis.report import sections_of
 from analysis.report import write_report as write_report_files
 from analysis.status import ENDED, status_counts
-from trainables.layout import ERRORED
-from trainables.storage import join
+from trainables.contract.layout import ERRORED
+from trainables.contract.storage import join
 
 
 def _report_lines(exp_dir: Path) -> list[str]:
@@ -64,8 +64,8 @@ def _state_lines(exp: Experiment) -> list[str]:
 def _command_lines(exp: Experiment) -> list[str]:
     space = exp.search.get("source") or (exp.search.get("spec") or {}).get("name") or exp.name
     uri = exp.search.get("storage_uri")
-    # kept at a storage URI (trainables/storage.py): exp_dir is the driver's copy, and a resume from
-    # any machine names the URI (search_spaces/mirror.py brings the bucket's copy first)
+    # kept at a storage URI (trainables/contract/storage.py): exp_dir is the driver's copy, and a resume from
+    # any machine names the URI (search/durability/mirror.py brings the bucket's copy first)
     where, storage_path = (join(uri, exp.exp_dir.name), uri) if uri else (exp.exp_dir, exp.exp_dir.parent)
     return [
         *([f"stored at:   {where} (this machine's copy: {exp.exp_dir})"] if uri else []),

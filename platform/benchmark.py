@@ -1,12 +1,12 @@
 """Training and sampling throughput of this project's NCSN code against a seed-style baseline.
 
-What is compared and how is described in trainables/benchmark.py (the measurement) and
-trainables/baseline.py (the seed-style yardstick). Prints the table and writes the report as JSON.
+What is compared and how is described in trainables/tools/benchmark.py (the measurement) and
+trainables/tools/baseline.py (the seed-style yardstick). Prints the table and writes the report as JSON.
 
     python platform/benchmark.py                    # ngf 32, batch 64, default device
     python platform/benchmark.py --smoke-test       # tiny, seconds
     python platform/benchmark.py --variants --bf16  # also the rows that split the gain, and bf16
-    python platform/benchmark.py --device cuda --check               # the GPU check (trainables/gpu_check.py)
+    python platform/benchmark.py --device cuda --check               # the GPU check (trainables/tools/gpu_check.py)
     python platform/benchmark.py --device cpu --check --smoke-test   # the same flow, tiny, on a CPU
 
 The script sets OMP_WAIT_POLICY=PASSIVE unless the environment already sets it (both sides alike):
@@ -27,7 +27,7 @@ from pathlib import Path
 # varying). Sleeping threads make repeats comparable; export OMP_WAIT_POLICY=ACTIVE to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from trainables.benchmark import BenchmarkSettings, format_table, run_benchmark
+from trainables.tools.benchmark import BenchmarkSettings, format_table, run_benchmark
 
 CHECK_OUT = "gpu_check.json"
 
@@ -81,7 +81,7 @@ def settings_from(args: argparse.Namespace) -> BenchmarkSettings:
 
 def check(args: argparse.Namespace) -> int:
     """The GPU check (no Ray, no Optuna): exit 0 when every check passed, 1 otherwise."""
-    from trainables import gpu_check, gpu_probes
+    from trainables.tools import gpu_check, gpu_probes
 
     sizes = gpu_probes.SMOKE if args.smoke_test else gpu_probes.CheckSizes()
     skip = tuple(name for name in args.skip.split(",") if name)

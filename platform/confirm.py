@@ -45,9 +45,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from pathlib import Path
 
-    from search_spaces import confirm, confirm_select
-    from search_spaces.options import SearchOptions, check_options
-    from trainables.layout import read_search_record
+    from search.confirmation import stage as confirm
+    from search.options import SearchOptions, check_options
+    from search_spaces import confirm_settings
+    from trainables.contract.layout import read_search_record
 
     exp_dir = Path(args.experiment).expanduser().resolve()
     # the dashboard belongs to a cluster joined with --address; a local one needs none
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
         if not exp_dir.is_dir():
             raise ValueError(f"{args.experiment}: no such folder; give the experiment folder run_search.py printed")
         record = read_search_record(exp_dir)
-        settings = confirm_select.settings_for(record, args.top_k, args.seeds, args.samples, args.resamples)
+        settings = confirm_settings.settings_for(record, args.top_k, args.seeds, args.samples, args.resamples)
         plan = confirm.plan_confirmation(exp_dir, settings)
     except ValueError as err:
         return fail(str(err))

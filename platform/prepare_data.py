@@ -7,7 +7,7 @@ import argparse
 import sys
 import time
 
-from trainables.data import MNIST_SHA256, MnistUnavailableError, ensure_mnist, load_mnist
+from trainables.contract.data import MNIST_SHA256, MnistUnavailableError, ensure_mnist, load_mnist
 
 
 def main() -> int:

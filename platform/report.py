@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from analysis.report import write_report
-    from trainables import storage
-    from trainables.layout import LEADERBOARD_CSV, REPORT_MD
+    from trainables.contract import storage
+    from trainables.contract.layout import LEADERBOARD_CSV, REPORT_MD
 
     try:
         experiment = args.experiment

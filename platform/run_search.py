@@ -88,7 +88,7 @@ def _as_interrupt(signum, frame) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from search_spaces.options import SearchOptions, check_options
+    from search.options import SearchOptions, check_options
 
     options = SearchOptions(
         storage_path=args.storage_path,
@@ -109,8 +109,8 @@ def main(argv=None) -> int:
         confirm=args.confirm,
         mlflow=args.mlflow,
     )
-    from search_spaces.recovery import StorageFull
-    from search_spaces.runner import run_search
+    from search.durability.recovery import StorageFull
+    from search.runner import run_search
     from search_spaces.spec import SpecError, load_spec
 
     try:  # every input is checked here, before a Ray cluster starts
@@ -130,10 +130,10 @@ def main(argv=None) -> int:
         print(f"run_search.py: error: {err}", file=sys.stderr)
         return EXIT_STORAGE_FULL
     from analysis.summary import closing_summary, is_incomplete
-    from search_spaces.confirm import confirm_after_search
-    from search_spaces.confirm_select import requested
-    from search_spaces.experiment import copy_to_storage, fetch_from_storage
-    from search_spaces.recovery import heartbeat
+    from search.confirmation.select import requested
+    from search.confirmation.stage import confirm_after_search
+    from search.durability.mirror import copy_to_storage, fetch_from_storage
+    from search.durability.recovery import heartbeat
 
     with heartbeat(exp_dir, options.storage_path):  # the folder stays this driver's until it ends
         incomplete = is_incomplete(exp_dir)
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
         confirmed = incomplete or confirm_after_search(spec, exp_dir, options)  # not after an interruption
         print(closing_summary(exp_dir, write_report=options.report))
         if options.mlflow:  # the report goes to the search's parent run, which ends with the search
-            from search_spaces import tracking
+            from search import tracking
 
             tracking.finish(options.mlflow, exp_dir, ended=not incomplete)
         copy_to_storage(options.storage_path, exp_dir)  # with a storage URI: the study and the report go there too

@@ -2,7 +2,7 @@
 
 A search-space file (see :mod:`search_spaces.spec` for the format) becomes a :class:`SearchSpec`;
 :mod:`search_spaces.validate` builds it and is the only code that does. What each parameter
-means, its kind, default and bounds are in :data:`trainables.params.SETTINGS`.
+means, its kind, default and bounds are in :data:`trainables.contract.params.SETTINGS`.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class Resources:
 
     trials_per_gpu (instead of gpu): each trial gets 1/trials_per_gpu of a GPU, and a search
     runs as many trials at once as the cluster's GPUs hold (GPUs x trials_per_gpu, at most
-    num_trials): :func:`search_spaces.packing.pack`.
+    num_trials): :func:`search.packing.pack`.
     """
 
     cpu: float = 1
@@ -172,7 +172,7 @@ class SamplerSearchSpec:
 @dataclass(frozen=True)
 class ConfirmSpec:
     """The confirmation stage run after the search (optional ``confirm`` section;
-    :mod:`search_spaces.confirm`): the best checkpoints of the ``top_k`` trials (and the warm
+    :mod:`search.confirmation.stage`): the best checkpoints of the ``top_k`` trials (and the warm
     starts') sampled again with ``seeds`` sampler seeds of ``samples`` images each (None: sized to
     the budget, 4 x eval_samples in a preview and 5,000 with the full budget)."""
 
@@ -210,7 +210,7 @@ class SearchSpec:
     fixed: dict
     resources: Resources
     sampler_search: SamplerSearchSpec | None = None
-    # runtime settings (trainables.params.SPEC_RUNTIME) the file sets; the rest keep their defaults
+    # runtime settings (trainables.contract.params.SPEC_RUNTIME) the file sets; the rest keep their defaults
     runtime: dict = field(default_factory=dict)
     confirm: ConfirmSpec | None = None  # run the confirmation stage after the search
     source: str | None = field(default=None, compare=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from search_spaces.schema import ParamSpec, SearchSpec
-from trainables.params import defaults
+from trainables.contract.params import defaults
 
 
 class OptunaSpace:
@@ -34,7 +34,7 @@ def make_space_fn(spec: SearchSpec, constants: Mapping | None = None, with_defau
 
     constants are extra config entries for every trial (e.g. the budget's eval_every); a
     constant may not shadow a searched parameter. with_defaults adds every known parameter the
-    file leaves out, at its :data:`trainables.params.SETTINGS` default, so each trial's config is complete.
+    file leaves out, at its :data:`trainables.contract.params.SETTINGS` default, so each trial's config is complete.
     """
     constants = dict(constants or {})
     clash = sorted(set(constants) & set(spec.params))
@@ -42,11 +42,3 @@ def make_space_fn(spec: SearchSpec, constants: Mapping | None = None, with_defau
         raise ValueError(f"constants {clash} would shadow searched parameters")
     base = {k: v for k, v in defaults().items() if k not in spec.params} if with_defaults else {}
     return OptunaSpace(tuple(spec.params.values()), {**base, **spec.fixed, **constants})
-
-
-def make_sampler(spec: SearchSpec):
-    """The Optuna sampler named by spec.searcher (TPE or random), seeded per trial number
-    (:class:`search_spaces.sampling.NumberSeeded`: a restored searcher never replays a draw)."""
-    from search_spaces.sampling import NumberSeeded
-
-    return NumberSeeded(spec.searcher.algorithm, spec.searcher.seed)

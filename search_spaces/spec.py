@@ -4,7 +4,7 @@ The file format is a contract (tests and users depend on it):
 
     name: sigmas                  # experiment name; results go to <storage>/<name>
     dataset: mnist
-    metric: kid                   # a metric of trainables.metrics
+    metric: kid                   # a metric of trainables.contract.metrics
     mode: min                     # optional: the metric implies it
     searcher:  {algorithm: tpe, seed: 0}                                # tpe | random
     scheduler: {name: asha, grace_period: 1000, reduction_factor: 3}    # in training iterations
@@ -17,10 +17,10 @@ The file format is a contract (tests and users depend on it):
       batch_size:  {choice: [32, 64, 128]}
     fixed: {lr: 0.001, ngf: 64}   # not searched
     resources: {cpu: 1, gpu: 0.25}   # per trial; or {cpu: 1, trials_per_gpu: 4}: 1/4 GPU each,
-                                     # and GPUs x 4 trials at once (search_spaces/packing.py)
+                                     # and GPUs x 4 trials at once (search/packing.py)
     runtime: {amp: bf16, compile: default}   # optional: how every trial runs (never searched):
                                      # device, amp, amp_min_sigma, compile, channels_last,
-                                     # cuda_graphs; "auto" defaults per device (trainables/runtime.py)
+                                     # cuda_graphs; "auto" defaults per device (trainables/ncsn/runtime.py)
 
 Parameter forms: ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``, ``{int: [lo, hi], log: bool}``
 and ``{choice: [...]}``. ``preview`` may override budget keys, the scheduler's ``grace_period``
@@ -28,7 +28,7 @@ and ``reduction_factor`` (a full-size grace period rarely fits a preview's itera
 already in ``fixed``.
 
 An optional ``sampler_search`` section sizes the sampler-only search on frozen checkpoints
-(``run_search.py --checkpoint``, :mod:`search_spaces.sampler`):
+(``run_search.py --checkpoint``, :mod:`search.sampler`):
 
     sampler_search:
       num_trials: 24
@@ -40,7 +40,7 @@ An optional ``sampler_search`` section sizes the sampler-only search on frozen c
       preview: {num_trials: 8, samples: [64, 256], params: {n_steps_each: {int: [1, 10]}}}
 
 An optional ``confirm`` section runs the confirmation stage when the search ends
-(:mod:`search_spaces.confirm`; ``run_search.py --confirm`` / ``--no-confirm`` decide instead):
+(:mod:`search.confirmation.stage`; ``run_search.py --confirm`` / ``--no-confirm`` decide instead):
 
     confirm: {top_k: 3, seeds: 3}  # the top 3 trials and the warm starts' sampled again with 3
                                    # seeds; samples: N (default 4 x eval_samples in a preview,
@@ -48,8 +48,8 @@ An optional ``confirm`` section runs the confirmation stage when the search ends
 
 Everything is checked before Ray starts; each problem raises :class:`SpecError`, a ValueError
 whose message is one line naming the file (and line), the dotted key, the value and the fix.
-Nothing here imports Ray or torch: metric names come from trainables.metrics and parameter
-names, kinds and bounds from trainables.params; Optuna is imported only where an Optuna object is
+Nothing here imports Ray or torch: metric names come from trainables.contract.metrics and parameter
+names, kinds and bounds from trainables.contract.params; Optuna is imported only where an Optuna object is
 built. The code is split by concept: schema.py (the dataclasses), errors.py, loading.py,
 validate.py and validate_params.py, space.py (Optuna), warm_start.py, tuning.py; this
 module is the public front and the command line.
@@ -74,7 +74,7 @@ from search_spaces.schema import (
     SearcherSpec,
     SearchSpec,
 )
-from search_spaces.space import OptunaSpace, make_sampler, make_space_fn
+from search_spaces.space import OptunaSpace, make_space_fn
 from search_spaces.tuning import tune_settings
 from search_spaces.validate import override, with_preview
 from search_spaces.warm_start import WarmStart, warm_start_points, warm_starts
@@ -93,7 +93,6 @@ __all__ = [
     "SpecError",
     "WarmStart",
     "load_spec",
-    "make_sampler",
     "make_space_fn",
     "override",
     "parse_spec",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from search_spaces.schema import SearchSpec
-from trainables.layout import TRAIN_TIME_ATTR
-from trainables.params import SPEC_RUNTIME, defaults
+from trainables.contract.layout import TRAIN_TIME_ATTR
+from trainables.contract.params import SPEC_RUNTIME, defaults
 
 
 def runtime_config(spec: SearchSpec) -> dict:

@@ -3,7 +3,7 @@
 
 :func:`parse` turns the file's mapping into a :class:`search_spaces.schema.SearchSpec` or raises
 a one-line :class:`search_spaces.errors.SpecError`. Torch-free: metric names come from
-:mod:`trainables.metrics`, parameters from :mod:`trainables.params`.
+:mod:`trainables.contract.metrics`, parameters from :mod:`trainables.contract.params`.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from search_spaces.validate_params import (
     parse_runtime,
     parse_sampler_params,
 )
-from trainables.metrics import METRICS
-from trainables.params import SPEC_PARAMS
+from trainables.contract.metrics import METRICS
+from trainables.contract.params import SPEC_PARAMS
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -316,7 +316,7 @@ def _parse_sampler_search(ctx: Ctx, raw: Any, params: dict, previewed: bool) -> 
 
 def _parse_confirm(ctx: Ctx, raw: Any) -> ConfirmSpec | None:
     """The optional confirm section: top_k and seeds (default 3 each), samples (default: sized to
-    the budget by search_spaces.confirm)."""
+    the budget by search.confirmation.stage)."""
     if raw is None:
         return None
     raw = mapping(ctx, "confirm", raw, "{top_k: 3, seeds: 3}")

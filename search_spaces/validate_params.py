@@ -1,7 +1,7 @@
 """Validation of the parameters of a search-space file: searched forms, fixed values, the
 sigma order, and the sampler search's parameters.
 
-Names, kinds and bounds come from :data:`trainables.params.SETTINGS`; each problem raises a
+Names, kinds and bounds come from :data:`trainables.contract.params.SETTINGS`; each problem raises a
 :class:`search_spaces.errors.SpecError` naming the key.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from search_spaces.errors import Ctx, check_keys, fmt, mapping, near, number
 from search_spaces.schema import FORMS, ParamSpec
-from trainables.params import JOINT_SAMPLER_PARAMS, SAMPLER_PARAMS, SETTINGS, SPEC_PARAMS, SPEC_RUNTIME
+from trainables.contract.params import JOINT_SAMPLER_PARAMS, SAMPLER_PARAMS, SETTINGS, SPEC_PARAMS, SPEC_RUNTIME
 
 
 def setting_value(ctx: Ctx, key: str, name: str, value: Any) -> Any:
@@ -189,7 +189,7 @@ def parse_sampler_params(
 
 def parse_runtime(ctx: Ctx, raw: Any, resources) -> dict:
     """The ``runtime:`` section: how every trial runs (never searched). Names and values from
-    :data:`trainables.params.SETTINGS` (scope runtime, the seed excepted: it is the searcher's),
+    :data:`trainables.contract.params.SETTINGS` (scope runtime, the seed excepted: it is the searcher's),
     and what contradicts the trials' resources: a CPU device for trials that hold a GPU, CUDA for
     trials that hold none."""
     if raw is None:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from search_spaces.errors import fmt
 from search_spaces.schema import SearchSpec
-from trainables.layout import WARM_2019, WARM_NCSNV2
-from trainables.params import SETTINGS, as_kind
+from trainables.contract.layout import WARM_2019, WARM_NCSNV2
+from trainables.contract.params import SETTINGS, as_kind
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def warm_starts(spec: SearchSpec) -> list[WarmStart]:
     fixes one (else for the trainable's default when absent, or the recommendation's own T when
     searched). A searched parameter the setting does not define is left to the sampler.
     """
-    from trainables.recommend import NCSN_2019_MNIST, ncsnv2_mnist_setting
+    from trainables.ncsn.recommend import NCSN_2019_MNIST, ncsnv2_mnist_setting
 
     if "n_steps_each" in spec.params:
         ncsnv2 = ncsnv2_mnist_setting()

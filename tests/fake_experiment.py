@@ -1,7 +1,7 @@
 """Small experiment folders in the real on-disk format, written without Ray or torch, for the
 analysis tests (the way Ray tests its schedulers with fake results).
 
-:class:`FakeExperiment` writes what a search leaves on disk (the layout: trainables/layout.py):
+:class:`FakeExperiment` writes what a search leaves on disk (the layout: trainables/contract/layout.py):
 ``search.json`` as the searches write it (kind, spec, source, study name, warm starts; a sampler
 search adds its looks, source checkpoints and notices), one ``trial_<id>/`` folder per trial with
 Ray's ``result.json`` (the fields trainables/tune_trainable.py and trainables/sampler_trainable.py
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.layout import (
+from trainables.contract.layout import (
     CONFIRM_DIR,
     CONFIRM_PLAN,
     CONFIRM_SUMMARY,
@@ -58,7 +58,17 @@ from trainables.layout import (
     WARM_TRAINED_WITH,
     trial_dirname,
 )
-from trainables.metrics import BETTER, METRICS, TIED, WORSE, hi_key, lo_key, metric_mode, protocol_id, worst_value
+from trainables.contract.metrics import (
+    BETTER,
+    METRICS,
+    TIED,
+    WORSE,
+    hi_key,
+    lo_key,
+    metric_mode,
+    protocol_id,
+    worst_value,
+)
 
 PROTOCOL = protocol_id({"feature_net": "fake", "reference": "mnist-test", "n": 64, "seed": 0})
 OTHER_PROTOCOL = "0123456789ab"
@@ -469,7 +479,7 @@ class FakeExperiment:
         incomplete: tuple[str, ...] = (),
         summary: bool = True,
     ) -> Path:
-        """``confirm/plan.json`` and ``confirm/summary.json`` as search_spaces/confirm.py writes
+        """``confirm/plan.json`` and ``confirm/summary.json`` as search/confirmation/stage.py writes
         them. ``entries``, best first: {"trial_id", "roles", "search_rank", "value" (the ranking
         metric's mean), "half" (its interval's half-width), "verdict" (against the best; None for
         the best), optional "metrics" (other means), "status"}. Differences to the best get an

@@ -85,10 +85,10 @@ def measure_joint(config: dict, budget, threads: int, iters: int = 3) -> dict:
     import ray
     import torch
 
-    from trainables import intervals
-    from trainables import runtime as rt
-    from trainables.data import load_mnist
-    from trainables.train import Trainer
+    from trainables.contract.data import load_mnist
+    from trainables.ncsn import runtime as rt
+    from trainables.ncsn.train import Trainer
+    from trainables.scoring import intervals
     from trainables.tune_trainable import train_config_from
 
     entered = time.perf_counter()
@@ -126,7 +126,7 @@ def measure_frozen(checkpoint: str, runtime: dict, threads: int, batch: int) -> 
     import ray
     import torch
 
-    from trainables import runtime as rt
+    from trainables.ncsn import runtime as rt
     from trainables.sampler_trainable import FrozenCheckpoint
 
     torch.set_num_threads(max(1, threads))

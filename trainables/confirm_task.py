@@ -1,12 +1,12 @@
 """One task of the confirmation stage: sample a frozen checkpoint with one sampler seed, score it.
 
-The confirmation stage (:mod:`search_spaces.confirm`) runs one :func:`confirm_sample` per
+The confirmation stage (:mod:`search.confirmation.stage`) runs one :func:`confirm_sample` per
 (trial, seed) as a Ray task with the trials' resources. A task never trains: it loads the trial's
 checkpoint as a :class:`trainables.sampler_trainable.FrozenCheckpoint` (the EMA weights where the
 run kept an average; their digest is checked unchanged before the task returns), samples N images
 with the trial's sampler (a joint trial's trained-with settings on its full ladder; a sampler
-trial's own settings) and scores them with :func:`trainables.intervals.evaluate` under the search's
-protocol seed, intervals included, plus FID_inf (:func:`trainables.compare.fid_infinity`).
+trial's own settings) and scores them with :func:`trainables.scoring.intervals.evaluate` under the search's
+protocol seed, intervals included, plus FID_inf (:func:`trainables.scoring.compare.fid_infinity`).
 
 Paired noise: seed s of every trial starts from the same initial noise (and the same Langevin noise
 where the samplers take the same steps): chunk c of seed s is drawn with :func:`confirm_stream_seed`,
@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from trainables import compare, intervals, quality
-from trainables.metrics import METRICS
+from trainables.contract.metrics import METRICS
+from trainables.scoring import compare, intervals, quality
 
 # Offset of the confirmation's noise streams from the search's (the training trainable uses
 # seed * 1_000_003 + evaluation index, the sampler search + 100_000 + 1_000 * look + chunk), so
@@ -65,7 +65,7 @@ def confirm_sample(job: dict[str, Any]) -> dict[str, Any]:
     "grid": PNG bytes}; a chain that went non-finite gives a record with ``diverged`` and no
     features.
     """
-    from trainables import runtime as rt
+    from trainables.ncsn import runtime as rt
     from trainables.sampler_trainable import FrozenCheckpoint, draw_samples, ladder_levels, sampler_settings
 
     gpu_ids: list = []

@@ -5,7 +5,7 @@ loads a trained network once (its EMA weights where the run kept an average) and
 it draws samples by annealed Langevin dynamics with its own ``step_lr``, ``n_steps_each``,
 ``denoise`` and, where asked, a truncated noise ladder (``skip_levels`` largest levels skipped,
 every ``level_stride``-th level visited, always ending at sigma_L), and scores them with the same
-quality protocol as the training trainable (:func:`trainables.intervals.evaluate`, seed = the
+quality protocol as the training trainable (:func:`trainables.scoring.intervals.evaluate`, seed = the
 search seed).
 
 ASHA's fidelity is the number of samples scored: the trial reports after each count of
@@ -35,14 +35,30 @@ from typing import Any
 
 import torch
 
-from trainables import intervals, quality
-from trainables import runtime as rt
-from trainables.langevin import anneal_langevin
-from trainables.layout import METRICS_FILE, RUNTIME_KEY, SAMPLER_TIME_ATTR, SAMPLES_FILE, SAMPLES_TENSOR, STATE_FILE
-from trainables.metrics import interval_keys
-from trainables.params import JOINT_SAMPLER_PARAMS, RUNTIME, SAMPLER_PARAMS, SETTINGS, SPEC_RUNTIME, check_keys, names
-from trainables.sigmas import snr_of_step
-from trainables.train import CheckpointError, TrainConfig, Trainer, read_state
+from trainables.contract.layout import (
+    METRICS_FILE,
+    RUNTIME_KEY,
+    SAMPLER_TIME_ATTR,
+    SAMPLES_FILE,
+    SAMPLES_TENSOR,
+    STATE_FILE,
+)
+from trainables.contract.metrics import interval_keys
+from trainables.contract.params import (
+    JOINT_SAMPLER_PARAMS,
+    RUNTIME,
+    SAMPLER_PARAMS,
+    SETTINGS,
+    SPEC_RUNTIME,
+    check_keys,
+    ladder_levels,
+    names,
+)
+from trainables.ncsn import runtime as rt
+from trainables.ncsn.langevin import anneal_langevin
+from trainables.ncsn.sigmas import snr_of_step
+from trainables.ncsn.train import CheckpointError, TrainConfig, Trainer, read_state
+from trainables.scoring import intervals, quality
 from trainables.tune_trainable import restored_folder
 
 # What a sampler trial's config may hold: the frozen checkpoint's folder, sampler settings and the
@@ -80,27 +96,6 @@ class SamplerBudget:
             )
         if self.max_batch < 1:
             raise ValueError(f"SamplerBudget.max_batch={self.max_batch!r}: must be >= 1")
-
-
-def ladder_levels(num_levels: int, skip_levels: int = 0, level_stride: int = 1) -> tuple[int, ...]:
-    """Ladder indices a truncated / sub-sampled sampler visits (0 = largest sigma).
-
-    Levels ``skip_levels``, ``skip_levels + level_stride``, ... below ``num_levels``, then the last
-    level L - 1 if the stride stepped over it: the chain always ends at sigma_L, where the step
-    sizes are anchored (alpha_i = step_lr (sigma_i / sigma_L)^2 on the full ladder).
-    ``ValueError`` naming the key for a skip that leaves no level or a stride below 1.
-    """
-    if isinstance(skip_levels, bool) or not isinstance(skip_levels, int) or not 0 <= skip_levels < num_levels:
-        raise ValueError(
-            f"skip_levels={skip_levels!r}: must be an integer in [0, {num_levels - 1}] "
-            f"for a ladder of {num_levels} levels"
-        )
-    if isinstance(level_stride, bool) or not isinstance(level_stride, int) or level_stride < 1:
-        raise ValueError(f"level_stride={level_stride!r}: must be an integer >= 1")
-    levels = list(range(skip_levels, num_levels, level_stride))
-    if levels[-1] != num_levels - 1:
-        levels.append(num_levels - 1)
-    return tuple(levels)
 
 
 def weights_digest(state: Mapping[str, torch.Tensor]) -> str:

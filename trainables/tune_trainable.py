@@ -2,7 +2,7 @@
 
 One trial = one NCSN trained with the trial's config. Every ``eval_every`` training iterations it
 samples ``eval_samples`` images by annealed Langevin dynamics (EMA weights where enabled), scores
-them with :mod:`trainables.quality` and reports one flat result together with a checkpoint that
+them with :mod:`trainables.scoring.quality` and reports one flat result together with a checkpoint that
 holds the full training state, the scored sample grid and the full metric record.
 
 The trial config is a flat dict of NCSN settings (what the searcher proposes plus the spec's fixed
@@ -24,11 +24,9 @@ from typing import Any
 
 import torch
 
-from trainables import intervals, params, quality
-from trainables import runtime as rt
-from trainables.data import load_mnist
-from trainables.langevin import anneal_langevin
-from trainables.layout import (
+from trainables.contract import params
+from trainables.contract.data import load_mnist
+from trainables.contract.layout import (
     COMPILE_CACHE_DIR,
     METRICS_FILE,
     RUNTIME_KEY,
@@ -38,9 +36,12 @@ from trainables.layout import (
     TRAJECTORY_FILE,
     surviving_checkpoint,
 )
-from trainables.metrics import hi_key, interval_keys, lo_key
-from trainables.sigmas import snr_of_step
-from trainables.train import CheckpointError, TrainConfig, Trainer, read_state
+from trainables.contract.metrics import hi_key, interval_keys, lo_key
+from trainables.ncsn import runtime as rt
+from trainables.ncsn.langevin import anneal_langevin
+from trainables.ncsn.sigmas import snr_of_step
+from trainables.ncsn.train import CheckpointError, TrainConfig, Trainer, read_state
+from trainables.scoring import intervals, quality
 
 # What a joint trial's config may hold: the spec's parameters (training and sampler settings)
 # and the runtime settings. Anything else is a mistake upstream.
@@ -224,7 +225,7 @@ def runtime_record(trainer: Trainer) -> dict:
 def restored_folder(marker: str) -> Iterator[Path | None]:
     """The folder of the checkpoint Tune restores this trial from (None: a fresh start). On local
     or shared storage, a checkpoint deleted since Ray's snapshot named it gives way to the
-    trial's newest surviving one (:func:`trainables.layout.surviving_checkpoint`), or to none."""
+    trial's newest surviving one (:func:`trainables.contract.layout.surviving_checkpoint`), or to none."""
     import pyarrow.fs
     from ray import tune
 

@@ -9,8 +9,8 @@ from analysis.load import load_experiment
 from analysis.rank import rank_trials
 from analysis.report import write_report
 from analysis.summary import closing_summary, confirmation_summary
-from trainables.layout import CONFIRM_TOP, REPORT_MD, WARM_2019, WARM_NCSNV2, WARM_TECHNIQUE4
-from trainables.metrics import TIED, WORSE
+from trainables.contract.layout import CONFIRM_TOP, REPORT_MD, WARM_2019, WARM_NCSNV2, WARM_TECHNIQUE4
+from trainables.contract.metrics import TIED, WORSE
 
 BEST, TIED_ID, W2019, WV2 = "5d0b1_00002", "5d0b1_00005", "5d0b1_00000", "5d0b1_00001"
 
@@ -28,7 +28,7 @@ def _entry(trial_id, roles, search_rank, value, half, verdict, **more):
 
 
 def _confirmed(root, **options):
-    """A smoke search confirmed (best first, as search_spaces/confirm.py sorts): the best, one
+    """A smoke search confirmed (best first, as search/confirmation/stage.py sorts): the best, one
     trial tied with it, the NCSNv2 warm start tied, the 2019 one worse."""
     exp = smoke_like(root)
     exp.confirmation(
@@ -219,8 +219,9 @@ def test_the_check_calibration_on_real_mnist():
     (0.6 px) pass; heavily blurred ones (1.5 px), a single class and noise are far from digits."""
     import torch
 
-    from trainables import known_answers, quality
-    from trainables.data import load_mnist
+    from trainables.contract.data import load_mnist
+    from trainables.scoring import quality
+    from trainables.tools import known_answers
 
     images, labels = load_mnist(train=True)
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(2))[:500]

@@ -15,7 +15,7 @@ from analysis.files import (
     trial_dirs,
     trial_id_from_name,
 )
-from trainables.layout import ERRORED, REPORT_DIR, STOPPED
+from trainables.contract.layout import ERRORED, REPORT_DIR, STOPPED
 
 
 def test_result_rows_skip_blank_and_cut_lines_and_read_infinity(tmp_path):

@@ -35,7 +35,7 @@ from fake_experiment import (
 
 from analysis.load import load_experiment
 from analysis.report import write_report
-from trainables.layout import DIVERGED, ERRORED, FINISHED, STOPPED, UNFINISHED
+from trainables.contract.layout import DIVERGED, ERRORED, FINISHED, STOPPED, UNFINISHED
 
 
 class _Images(HTMLParser):
@@ -197,7 +197,7 @@ def test_a_new_report_removes_the_plots_it_does_not_redraw(smoke_dir, tmp_path):
 
 
 def test_a_report_with_real_digits_is_written_without_torch(tmp_path):
-    """The report's sample panel reads MNIST as numpy (trainables.data.load_mnist_arrays): a
+    """The report's sample panel reads MNIST as numpy (trainables.contract.data.load_mnist_arrays): a
     report written in a fresh process loads no torch, which would cost seconds on every report."""
     exp = smoke_like(tmp_path)
     code = (

@@ -15,8 +15,8 @@ import pytest
 from fake_experiment import PROTOCOL, SMOKE_TRIALS, FakeExperiment, json_rows, sampler_like, smoke_like
 
 from analysis.load import load_experiment, load_experiments
-from trainables import layout
-from trainables.layout import (
+from trainables.contract import layout
+from trainables.contract.layout import (
     DIVERGED,
     FINISHED,
     JOINT,
@@ -152,7 +152,7 @@ def test_analysis_imports_no_search_code():
 
 
 def test_analysis_spells_no_name_of_the_on_disk_contract():
-    """File names, kinds and warm-start labels come from trainables/layout.py only."""
+    """File names, kinds and warm-start labels come from trainables/contract/layout.py only."""
     contract = {
         v
         for k, v in vars(layout).items()

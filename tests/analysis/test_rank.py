@@ -25,8 +25,8 @@ from analysis.rank import (
     pareto_front,
     rank_trials,
 )
-from trainables.layout import WARM_2019, WARM_NCSNV2
-from trainables.metrics import metric_mode
+from trainables.contract.layout import WARM_2019, WARM_NCSNV2
+from trainables.contract.metrics import metric_mode
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from fake_experiment import smoke_like, trial_folders
 
 from analysis.load import load_experiment
 from analysis.runtime import runtime_line
-from trainables.layout import RESULT_FILE, RUNTIME_KEY
+from trainables.contract.layout import RESULT_FILE, RUNTIME_KEY
 
 GPU = {
     "device": "cuda:0",

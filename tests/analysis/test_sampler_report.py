@@ -12,7 +12,7 @@ from fake_experiment import independent_sampler_order, json_rows, sampler_like, 
 
 from analysis.render import fmt
 from analysis.report import write_report
-from trainables.layout import ERRORED, UNFINISHED, WARM_TECHNIQUE4, WARM_TRAINED_WITH
+from trainables.contract.layout import ERRORED, UNFINISHED, WARM_TECHNIQUE4, WARM_TRAINED_WITH
 
 PLOTS = ("sampler_vs_step.png", "sampler_front.png", "sampler_samples.png")
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from analysis.status import status_counts, status_line, trial_status
-from trainables.layout import DIVERGED, ERRORED, FINISHED, JOINT, SAMPLER, STATUSES, STOPPED, UNFINISHED
+from trainables.contract.layout import DIVERGED, ERRORED, FINISHED, JOINT, SAMPLER, STATUSES, STOPPED, UNFINISHED
 
 
 def _evals(time_attr: str, times, done, diverged=None, reasons=None) -> pd.DataFrame:

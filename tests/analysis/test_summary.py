@@ -18,7 +18,7 @@ from fake_experiment import (
 )
 
 from analysis.summary import closing_summary, is_incomplete
-from trainables.layout import ERRORED, STOPPED, UNFINISHED
+from trainables.contract.layout import ERRORED, STOPPED, UNFINISHED
 
 
 def _table(text: str, title: str) -> list[list[str]]:

@@ -12,14 +12,14 @@ import sys
 
 from conftest import REPO
 
-from trainables.gpu_check import COMPILE_TOLERANCE
+from trainables.tools.gpu_check import COMPILE_TOLERANCE
 
 TRIAL = r"""
 import json, sys, time
 import torch
 torch.set_num_threads(1)
-from trainables import runtime as rt
-from trainables.train import TrainConfig, Trainer
+from trainables.ncsn import runtime as rt
+from trainables.ncsn.train import TrainConfig, Trainer
 
 rt.use_compile_cache(sys.argv[1])
 images = torch.randint(0, 256, (16, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from conftest import REPO
 
-from trainables.metrics import METRICS, VERDICTS, hi_key, lo_key
+from trainables.contract.metrics import METRICS, VERDICTS, hi_key, lo_key
 
 
 def _confirm(exp_dir: Path, ray_dir: str, *args: str) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ import pytest
 import torch
 from conftest import REPO, result_rows, trial_dirs
 
-from trainables.layout import LAST_SNAPSHOT_DIR, SEARCH_FILE, STATE_FILE, STUDY_FILE, read_search_record
+from trainables.contract.layout import LAST_SNAPSHOT_DIR, SEARCH_FILE, STATE_FILE, STUDY_FILE, read_search_record
 
 QUIET = ["--no-dashboard", "--no-calibration", "--no-report", "--no-confirm"]
 

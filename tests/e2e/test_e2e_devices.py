@@ -88,8 +88,8 @@ def smoke_spec(resources: str):
 
 
 def test_the_estimate_is_measured_in_a_task_holding_a_trial_s_resources(fake_gpu_cluster):
-    from search_spaces.estimate import estimate_cost
-    from search_spaces.joint import trial_budget
+    from search.estimate import estimate_cost
+    from search.joint import trial_budget
 
     spec = smoke_spec("resources: {cpu: 1, gpu: 0}")
     estimate = estimate_cost(spec, trial_budget(spec), iters=1)
@@ -101,8 +101,8 @@ def test_the_estimate_is_measured_in_a_task_holding_a_trial_s_resources(fake_gpu
 
 
 def test_the_estimate_of_gpu_trials_runs_on_their_gpu_share_not_the_driver(fake_gpu_cluster):
-    from search_spaces.estimate import estimate_cost
-    from search_spaces.joint import trial_budget
+    from search.estimate import estimate_cost
+    from search.joint import trial_budget
 
     # two trials share a GPU: two calibration tasks at once on one (fake) GPU; with no usable
     # CUDA there they fail with the reason, where the old estimate timed the driver's CPU

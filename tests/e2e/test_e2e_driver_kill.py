@@ -1,4 +1,4 @@
-"""A killed driver loses nothing (search_spaces/recovery.py): the search's driver is killed with
+"""A killed driver loses nothing (search/durability/recovery.py): the search's driver is killed with
 SIGKILL at four moments (during calibration, right after the first trials start, mid-trial,
 during the closing report), its local Ray cluster left running as a real crash leaves it; then
 the printed resume command finishes the search with exactly the requested trials, none run
@@ -18,8 +18,16 @@ import optuna
 import pytest
 from conftest import run_search_cli, start_search
 
-from search_spaces import recovery
-from trainables.layout import DRIVER_FILE, ERROR_FILE, ORPHANED_DIR, REPORT_DIR, REPORT_MD, SEARCH_FILE, STATE_FILE
+from search.durability import recovery
+from trainables.contract.layout import (
+    DRIVER_FILE,
+    ERROR_FILE,
+    ORPHANED_DIR,
+    REPORT_DIR,
+    REPORT_MD,
+    SEARCH_FILE,
+    STATE_FILE,
+)
 
 TRIALS, ITERATIONS = 3, 40
 

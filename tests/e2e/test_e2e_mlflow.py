@@ -24,7 +24,7 @@ from conftest import (
     wait_for_a_finished_trial,
 )
 
-from search_spaces.tracking import EXPERIMENT_TAG, PARENT_TAG, TRIAL_TAG
+from search.tracking import EXPERIMENT_TAG, PARENT_TAG, TRIAL_TAG
 
 
 @pytest.fixture

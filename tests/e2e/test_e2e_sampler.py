@@ -18,12 +18,12 @@ import pytest
 import torch
 from conftest import REPO, result_rows, run_search_cli, trial_dirs
 
-from search_spaces.checkpoints import CheckpointInfo, resolve_checkpoints
+from search.checkpoints import CheckpointInfo, resolve_checkpoints
 from search_spaces.spec import SPACES_DIR
-from trainables.layout import WARM_TECHNIQUE4 as WARM_NCSNV2
-from trainables.layout import WARM_TRAINED_WITH as WARM_TRAINED
+from trainables.contract.layout import WARM_TECHNIQUE4 as WARM_NCSNV2
+from trainables.contract.layout import WARM_TRAINED_WITH as WARM_TRAINED
+from trainables.ncsn.sigmas import ladder_ratio, ncsnv2_step_lr
 from trainables.sampler_trainable import ladder_levels, sampling_weights, weights_digest
-from trainables.sigmas import ladder_ratio, ncsnv2_step_lr
 
 SMOKE = (SPACES_DIR / "smoke.yaml").read_text()
 SECTION = """sampler_search:
@@ -89,8 +89,8 @@ def test_trained_with_sampler_reproduces_the_original_score(smoke_experiment):
 
 
 def _reproduce(best: CheckpointInfo) -> None:
-    from trainables import quality
     from trainables.sampler_trainable import FrozenCheckpoint, draw_samples
+    from trainables.scoring import quality
 
     frozen = FrozenCheckpoint(best.path, "cpu")
     record = json.loads((best.path / "metrics.json").read_text())

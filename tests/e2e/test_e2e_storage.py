@@ -31,9 +31,9 @@ import optuna
 import pytest
 from conftest import REPO, free_port, ray_node_ports, run_search_cli, start_search, stop_ray_nodes, wait_for_ray_nodes
 
-from search_spaces import recovery
-from search_spaces.experiment import SMOKE_BUDGET
-from trainables.layout import ORPHANED_DIR
+from search.durability import recovery
+from search.folder import SMOKE_BUDGET
+from trainables.contract.layout import ORPHANED_DIR
 
 
 def _bucket_rows(bucket, key: str) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The confirmation stage before and after its Ray tasks (search_spaces/confirm.py): settings sized
+"""The confirmation stage before and after its Ray tasks (search/confirmation/stage.py): settings sized
 to the budget, the spec's confirm section, which trials it confirms, its cost, the command line's
 refusals, and the summary it writes from per-(trial, seed) results, read back by analysis."""
 
@@ -14,24 +14,28 @@ from fake_experiment import SMOKE_SPEC, smoke_like
 from analysis.confirm import answer_items, read_confirmation
 from analysis.load import load_experiment
 from analysis.rank import rank_trials
-from search_spaces import confirm, confirm_select
+from search import estimate
+from search.confirmation import select as confirm_select
+from search.confirmation import stage as confirm
+from search_spaces import confirm_settings
 from search_spaces.errors import SpecError
 from search_spaces.loading import parse_spec
-from trainables import known_answers, quality
-from trainables.layout import CONFIRM_DIR, CONFIRM_SUMMARY, CONFIRM_TOP, WARM_2019, WARM_NCSNV2
-from trainables.metrics import TIED, WORSE
+from trainables.contract.layout import CONFIRM_DIR, CONFIRM_SUMMARY, CONFIRM_TOP, WARM_2019, WARM_NCSNV2
+from trainables.contract.metrics import TIED, WORSE
+from trainables.scoring import quality
+from trainables.tools import known_answers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_defaults_are_sized_to_the_budget_and_the_spec_or_flags_override_them():
     preview = {"budget_mode": "preview", "spec": {"budget": {"eval_samples": 100}}}
-    assert confirm_select.settings_for(preview) == confirm_select.ConfirmSettings(top_k=3, seeds=3, samples=400)
+    assert confirm_settings.settings_for(preview) == confirm_settings.ConfirmSettings(top_k=3, seeds=3, samples=400)
     full = {"budget_mode": "full", "spec": {"budget": {"eval_samples": 1000}}}
-    assert confirm_select.settings_for(full).samples == 5000
+    assert confirm_settings.settings_for(full).samples == 5000
     section = {**preview, "spec": {**preview["spec"], "confirm": {"top_k": 2, "seeds": 5, "samples": 900}}}
-    assert confirm_select.settings_for(section) == confirm_select.ConfirmSettings(top_k=2, seeds=5, samples=900)
-    assert confirm_select.settings_for(section, top_k=4, seeds=2, samples=64) == confirm_select.ConfirmSettings(
+    assert confirm_settings.settings_for(section) == confirm_settings.ConfirmSettings(top_k=2, seeds=5, samples=900)
+    assert confirm_settings.settings_for(section, top_k=4, seeds=2, samples=64) == confirm_settings.ConfirmSettings(
         4, 2, 64
     )
 
@@ -42,7 +46,7 @@ def test_defaults_are_sized_to_the_budget_and_the_spec_or_flags_override_them():
 )
 def test_bad_requests_are_refused_naming_the_flag(request_, flag):
     with pytest.raises(ValueError, match=f"^{flag}: ") as err:
-        confirm_select.settings_for({}, **request_)
+        confirm_settings.settings_for({}, **request_)
     assert "\n" not in str(err.value)
 
 
@@ -58,8 +62,8 @@ def test_the_spec_confirm_section_asks_for_the_stage():
     assert (spec.confirm.top_k, spec.confirm.seeds, spec.confirm.samples) == (2, 4, None)
     assert _spec({}).confirm.top_k == 3
     assert spec.to_dict()["confirm"] == {"top_k": 2, "seeds": 4}
-    assert confirm_select.requested(spec.confirm, None) and not confirm_select.requested(spec.confirm, False)
-    assert not confirm_select.requested(_spec(None).confirm, None) and confirm_select.requested(None, True)
+    assert confirm_settings.requested(spec.confirm, None) and not confirm_settings.requested(spec.confirm, False)
+    assert not confirm_settings.requested(_spec(None).confirm, None) and confirm_settings.requested(None, True)
 
 
 @pytest.mark.parametrize(
@@ -82,7 +86,7 @@ def test_the_top_trials_and_the_warm_starts_are_chosen_with_their_cost(tmp_path)
     assert all(t.nfe_per_sample == 4 * 2 + 1 for t in trials)  # L = 4 levels x T = 2, denoised
     assert all(t.checkpoint.endswith("checkpoint_000003") for t in trials[:3])
     plan = confirm.plan_confirmation(
-        exp.exp_dir, confirm_select.ConfirmSettings(2, 3, 256), seconds_per_image_eval=1e-4
+        exp.exp_dir, confirm_settings.ConfirmSettings(2, 3, 256), seconds_per_image_eval=1e-4
     )
     assert plan.cost["network_evals"] == 4 * 3 * 256 * 9 and plan.cost["tasks"] == 12
     assert plan.cost["sampling_seconds"] == pytest.approx(4 * 3 * 256 * 9 * 1e-4)
@@ -149,10 +153,10 @@ def test_results_on_disk_are_reused_and_summarised_into_the_verdicts_analysis_re
     blurred (1.5 px). Nothing is missing, so no task (and no cluster) runs; the summary calls the
     real ones tied and the blurred ones worse, and the report's Answer says so."""
     exp = smoke_like(tmp_path)
-    settings = confirm_select.ConfirmSettings(top_k=2, seeds=2, samples=200, resamples=200)
+    settings = confirm_settings.ConfirmSettings(top_k=2, seeds=2, samples=200, resamples=200)
     plan = confirm.plan_confirmation(exp.exp_dir, settings)
     ref = quality.mnist_test_reference("cpu")
-    from trainables.data import load_mnist
+    from trainables.contract.data import load_mnist
 
     images, _ = load_mnist(train=False)
     with torch.no_grad():
@@ -202,7 +206,7 @@ def test_results_on_disk_are_reused_and_summarised_into_the_verdicts_analysis_re
 
 def test_a_search_whose_best_samples_are_far_from_digits_gets_a_pipeline_sized_confirmation(tmp_path):
     exp = smoke_like(tmp_path)
-    full = confirm_select.ConfirmSettings(3, 3, 400)
+    full = confirm_settings.ConfirmSettings(3, 3, 400)
     plan = confirm.plan_confirmation(exp.exp_dir, full)
     # the fake search's best checkpoint scores as digits do: the full size stays
     assert confirm.pipeline_size(plan, None, eval_samples=100) == (None, "")
@@ -213,14 +217,14 @@ def test_a_search_whose_best_samples_are_far_from_digits_gets_a_pipeline_sized_c
     path.write_text(json.dumps(record))
     plan = confirm.plan_confirmation(exp.exp_dir, full)
     small, why = confirm.pipeline_size(plan, None, eval_samples=100)
-    assert small == confirm_select.ConfirmSettings(3, 2, 100)  # same trials, 2 seeds of eval_samples
+    assert small == confirm_settings.ConfirmSettings(3, 2, 100)  # same trials, 2 seeds of eval_samples
     assert why.startswith("confirmation: sized as a pipeline check (2 seeds x 100 samples, not 3 x 400)")
     assert "class coverage 0.12 (below 0.5" in why and "recall 0 (below 0.01" in why
     assert why.endswith(f"python platform/confirm.py {exp.exp_dir} --seeds 3 --samples 400")
     assert confirm.plan_confirmation(exp.exp_dir, small).cost["network_evals"] * 6 == plan.cost["network_evals"]
     # a sample count the spec's confirm section asks for is kept
     assert confirm.pipeline_size(plan, _spec({"samples": 400}).confirm, eval_samples=100) == (None, "")
-    assert confirm_select.pipeline_sized(confirm_select.ConfirmSettings(3, 1, 50), 100).samples == 50  # never more
+    assert confirm_settings.pipeline_sized(confirm_settings.ConfirmSettings(3, 1, 50), 100).samples == 50  # never more
 
 
 def test_the_estimate_before_a_search_counts_each_warm_start_s_own_network_evaluations():
@@ -229,11 +233,11 @@ def test_the_estimate_before_a_search_counts_each_warm_start_s_own_network_evalu
         nfe_per_sample = 11
 
     warm = [{"num_levels": 10}, {"num_levels": 95}]  # the 2019 ladder and NCSNv2's
-    assert confirm_select.confirm_nfes(Estimate, top_k=3, warm=warm, num_trials=6) == [96, 11, 11, 11, 11]
-    assert confirm_select.confirm_nfes(Estimate, top_k=3, warm=warm, num_trials=2) == [96, 11]
-    line = confirm_select.cost_line(confirm_select.ConfirmSettings(3, 2, 100), [96, 11, 11], 1e-3)
+    assert estimate.confirm_nfes(Estimate, top_k=3, warm=warm, num_trials=6) == [96, 11, 11, 11, 11]
+    assert estimate.confirm_nfes(Estimate, top_k=3, warm=warm, num_trials=2) == [96, 11]
+    line = estimate.cost_line(confirm_settings.ConfirmSettings(3, 2, 100), [96, 11, 11], 1e-3)
     assert "up to 3 trials (top 3 + warm starts) x 2 seeds x 100 samples x 11-96 network evaluations" in line
     assert f"= {2 * 100 * (96 + 22):,} network evaluations" in line
     # 23,600 passes at 1 ms, 2 tasks at a time (11.8 s), and 3 rounds of 6 tasks at 5 s each: 26.8 s
-    line = confirm_select.cost_line(confirm_select.ConfirmSettings(3, 2, 100), [96, 11, 11], 1e-3, 2, 5.0)
+    line = estimate.cost_line(confirm_settings.ConfirmSettings(3, 2, 100), [96, 11, 11], 1e-3, 2, 5.0)
     assert line.endswith("~27 s with 2 task(s) at a time at the measured rate"), line

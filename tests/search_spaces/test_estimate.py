@@ -1,4 +1,4 @@
-"""The cost model of the estimate before a search (search_spaces/estimate.py), without Ray: a
+"""The cost model of the estimate before a search (search/estimate.py), without Ray: a
 trial's seconds in closed form, and the trials it counts (the warm starts at their own settings,
 the rest at the space's mean)."""
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from search_spaces.estimate import trial_configs, trial_seconds, typical_config
+from search.estimate import trial_configs, trial_seconds, typical_config
 from search_spaces.loading import load_spec
 from search_spaces.validate import with_preview
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from search_spaces import joint, sampler
-from search_spaces.experiment import (
+from search import joint, sampler
+from search.folder import (
     SearchOptions,
     base_record,
     budget_mode,
@@ -17,9 +17,9 @@ from search_spaces.experiment import (
     recorded_spec,
     write_record,
 )
-from search_spaces.runner import kind_of
+from search.runner import kind_of
 from search_spaces.spec import SPACES_DIR, load_spec, with_preview
-from trainables.layout import JOINT, SAMPLER, SEARCH_FILE, SPEC_COPY, TRAIN_TIME_ATTR, experiment_kind
+from trainables.contract.layout import JOINT, SAMPLER, SEARCH_FILE, SPEC_COPY, TRAIN_TIME_ATTR, experiment_kind
 
 
 def _options(tmp_path, **changes) -> SearchOptions:

@@ -1,4 +1,4 @@
-"""search_spaces/mirror.py against a real S3-compatible server on 127.0.0.1 (moto's server mode):
+"""search/durability/mirror.py against a real S3-compatible server on 127.0.0.1 (moto's server mode):
 a resume of a search kept in a bucket pulls it into the local copy (no training state; the
 driver's own files kept only when they belong to the same search) and pushes the recovery steps'
 changes back: moves on the server, rewritten files uploaded, removed files deleted."""
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 
-from search_spaces import mirror
-from trainables.layout import DRIVER_FILE, SEARCH_FILE, STUDY_FILE
+from search.durability import mirror
+from trainables.contract.layout import DRIVER_FILE, SEARCH_FILE, STUDY_FILE
 
 BUCKET_FILES = {
     SEARCH_FILE: json.dumps({"study_name": "smoke-1"}).encode(),

@@ -1,4 +1,4 @@
-"""What --resume reconciles after a killed driver (search_spaces/recovery.py), on a folder holding
+"""What --resume reconciles after a killed driver (search/durability/recovery.py), on a folder holding
 a snapshot written with Ray's own Trial state, a real Optuna SQLite study and real processes."""
 
 import json
@@ -13,8 +13,8 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.experiment.trial import Trial
 
-from search_spaces import recovery
-from trainables.layout import DRIVER_FILE, ORPHANED_DIR, SEARCH_FILE, STUDY_FILE, trial_dirname
+from search.durability import recovery
+from trainables.contract.layout import DRIVER_FILE, ORPHANED_DIR, SEARCH_FILE, STUDY_FILE, trial_dirname
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 A, B, C, W = ({"sigma_begin": v, "step_lr": 1e-5} for v in (1.0, 2.0, 3.0, 4.0))
@@ -360,9 +360,9 @@ def test_a_result_file_cut_mid_line_keeps_its_whole_rows_and_sets_the_part_aside
 
 @pytest.mark.parametrize("damage", ["{not json", "[]", "", None])
 def test_a_damaged_search_record_is_read_from_its_copy_and_put_back_on_resume(tmp_path, damage):
-    from search_spaces.experiment import write_record
+    from search.folder import write_record
     from search_spaces.spec import load_spec
-    from trainables.layout import read_search_record
+    from trainables.contract.layout import read_search_record
 
     exp_dir = tmp_path / "exp"
     record = {"kind": "joint", "study_name": "s-1234", "spec": {"name": "smoke"}}

@@ -9,14 +9,14 @@ import optuna
 import pytest
 import yaml
 
-from search_spaces.estimate import gpu_sharing, typical_config
-from search_spaces.experiment import SearchOptions, resources_for
-from search_spaces.joint import plan as joint_plan
-from search_spaces.packing import pack, packed_concurrency
+from search.estimate import gpu_sharing, typical_config
+from search.folder import SearchOptions, resources_for
+from search.joint import plan as joint_plan
+from search.packing import pack, packed_concurrency
 from search_spaces.schema import SPACES_DIR
 from search_spaces.spec import SpecError, load_spec, parse_spec_text
 from search_spaces.tuning import runtime_config
-from trainables.params import SPEC_RUNTIME
+from trainables.contract.params import SPEC_RUNTIME
 
 SMOKE = (SPACES_DIR / "smoke.yaml").read_text()
 

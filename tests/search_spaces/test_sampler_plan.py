@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from search_spaces.checkpoints import CheckpointInfo
-from search_spaces.sampler import TIME_ATTR, ncsnv2_step, plan_sampler_search
+from search.checkpoints import CheckpointInfo
+from search.sampler import TIME_ATTR, ncsnv2_step, plan_sampler_search
 from search_spaces.spec import SPACES_DIR, SpecError, load_spec, parse_spec, parse_spec_text, with_preview
 from search_spaces.tuning import runtime_config
-from trainables.layout import WARM_TECHNIQUE4 as WARM_NCSNV2
-from trainables.layout import WARM_TRAINED_WITH as WARM_TRAINED
-from trainables.sigmas import ladder_ratio, ncsnv2_step_lr
+from trainables.contract.layout import WARM_TECHNIQUE4 as WARM_NCSNV2
+from trainables.contract.layout import WARM_TRAINED_WITH as WARM_TRAINED
+from trainables.ncsn.sigmas import ladder_ratio, ncsnv2_step_lr
 
 SMOKE = (SPACES_DIR / "smoke.yaml").read_text()
 SECTION = """sampler_search:
@@ -95,7 +95,7 @@ def test_a_sampler_section_must_search_something():
 def test_asha_rungs_fall_on_the_looks(samples):
     from ray.tune.schedulers import ASHAScheduler
 
-    from search_spaces.sampler import asha_settings
+    from search.sampler import asha_settings
     from search_spaces.spec import SamplerSearchSpec
 
     settings = asha_settings(SamplerSearchSpec(num_trials=4, max_concurrent=1, samples=samples))
@@ -105,7 +105,7 @@ def test_asha_rungs_fall_on_the_looks(samples):
 
 
 def test_a_spec_without_sampler_section_searches_its_step_on_one_look():
-    from search_spaces.sampler import sampler_params, sampler_section
+    from search.sampler import sampler_params, sampler_section
 
     spec = load_spec("sigmas.yaml")
     section = sampler_section(spec)

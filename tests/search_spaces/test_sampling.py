@@ -1,4 +1,4 @@
-"""Proposals seeded per trial number (search_spaces/sampling.py): a sampler restored from a
+"""Proposals seeded per trial number (search/searcher.py): a sampler restored from a
 snapshot taken before its last draws does not replay them, where a plain seeded sampler does."""
 
 import pickle
@@ -6,8 +6,8 @@ import pickle
 import optuna
 import pytest
 
+from search.searcher import NumberSeeded
 from search_spaces.loading import load_spec
-from search_spaces.sampling import NumberSeeded
 from search_spaces.space import make_space_fn
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

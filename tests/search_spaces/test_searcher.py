@@ -1,13 +1,12 @@
-"""The searcher restored from a lagging snapshot (search_spaces/searcher.py): a result of a trial
+"""The searcher restored from a lagging snapshot (search/searcher.py): a result of a trial
 the study has finished since is dropped, where Ray's OptunaSearch stops the search."""
 
 import optuna
 import pytest
 from ray.tune.search.optuna import OptunaSearch
 
+from search.searcher import NumberSeeded, ResumableOptunaSearch
 from search_spaces.loading import load_spec
-from search_spaces.sampling import NumberSeeded
-from search_spaces.searcher import ResumableOptunaSearch
 from search_spaces.space import make_space_fn
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -13,11 +13,11 @@ from pathlib import Path
 import optuna
 import pytest
 
+from search.searcher import make_sampler
 from search_spaces import (
     SPACES_DIR,
     SpecError,
     load_spec,
-    make_sampler,
     make_space_fn,
     override,
     parse_spec,
@@ -29,10 +29,10 @@ from search_spaces import (
     with_preview,
 )
 from search_spaces.spec import main
-from trainables.metrics import metric_mode
-from trainables.params import SETTINGS as PARAMS
-from trainables.params import SPEC_PARAMS
-from trainables.recommend import NCSN_2019_MNIST, ncsnv2_mnist_setting
+from trainables.contract.metrics import metric_mode
+from trainables.contract.params import SETTINGS as PARAMS
+from trainables.contract.params import SPEC_PARAMS
+from trainables.ncsn.recommend import NCSN_2019_MNIST, ncsnv2_mnist_setting
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -12,12 +12,12 @@ import io
 import pytest
 from test_cli import _load_cli
 
-from search_spaces import joint
-from search_spaces.experiment import base_record, check_folder, experiment_dir
-from search_spaces.options import SearchOptions, check_options
+from search import joint
+from search.folder import base_record, check_folder, experiment_dir
+from search.options import SearchOptions, check_options
 from search_spaces.spec import load_spec
-from trainables import storage
-from trainables.layout import JOINT, TRAIN_TIME_ATTR
+from trainables.contract import storage
+from trainables.contract.layout import JOINT, TRAIN_TIME_ATTR
 
 
 def _refusal(args: list[str]) -> tuple[int, list[str]]:

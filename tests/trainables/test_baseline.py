@@ -4,7 +4,12 @@ scores and gradients on the same weights, same loss and chain on the same noise.
 import pytest
 import torch
 
-from trainables.baseline import (
+from trainables.ncsn.langevin import anneal_langevin
+from trainables.ncsn.loss import dequantize, dsm_loss
+from trainables.ncsn.model import ELU, CondInstanceNormPlus, CondRefineNetDilated
+from trainables.ncsn.sigmas import geometric_sigmas
+from trainables.ncsn.train import TrainConfig
+from trainables.tools.baseline import (
     SeedCondInstanceNormPlus,
     SeedELU,
     SeedLoop,
@@ -15,11 +20,6 @@ from trainables.baseline import (
     seed_network,
     seed_sigmas,
 )
-from trainables.langevin import anneal_langevin
-from trainables.loss import dequantize, dsm_loss
-from trainables.model import ELU, CondInstanceNormPlus, CondRefineNetDilated
-from trainables.sigmas import geometric_sigmas
-from trainables.train import TrainConfig
 
 NGF, LEVELS, SIZE = 8, 3, 28
 

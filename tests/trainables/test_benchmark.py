@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainables.benchmark import (
+from trainables.tools.benchmark import (
     BASELINE,
     BF16,
     MEASURES,

@@ -1,4 +1,4 @@
-"""Paired comparisons and FID_inf (trainables/compare.py): verdicts by direction, the known
+"""Paired comparisons and FID_inf (trainables/scoring/compare.py): verdicts by direction, the known
 answers on real MNIST (disjoint real digits tie, mildly blurred ones lose; FID_inf of real digits
 near zero where plain FID is not; docs/NCSN.md), the least-squares line, ragged input."""
 
@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from trainables import compare, intervals, known_answers, quality
-from trainables.data import load_mnist
-from trainables.metrics import BETTER, METRICS, TIED, WORSE
+from trainables.contract.data import load_mnist
+from trainables.contract.metrics import BETTER, METRICS, TIED, WORSE
+from trainables.scoring import compare, intervals, quality
+from trainables.tools import known_answers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from trainables.confirm_task import confirm_sample, confirm_stream_seed
-from trainables.data import load_mnist
-from trainables.layout import METRICS_FILE, STATE_FILE
-from trainables.metrics import METRICS, hi_key, lo_key
+from trainables.contract.data import load_mnist
+from trainables.contract.layout import METRICS_FILE, STATE_FILE
+from trainables.contract.metrics import METRICS, hi_key, lo_key
+from trainables.ncsn.train import TrainConfig, Trainer
 from trainables.sampler_trainable import FrozenCheckpoint
-from trainables.train import TrainConfig, Trainer
 
 CONFIG = {
     "sigma_begin": 1.0,

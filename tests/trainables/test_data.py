@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainables.data import MNIST_SHA256, MnistUnavailableError, ensure_mnist, load_mnist, sha256_of
+from trainables.contract.data import MNIST_SHA256, MnistUnavailableError, ensure_mnist, load_mnist, sha256_of
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables import feature_net
-from trainables.data import load_mnist
-from trainables.feature_net import (
+from trainables.contract.data import load_mnist
+from trainables.scoring import feature_net
+from trainables.scoring.feature_net import (
     FEATURE_NET_SHA256,
     WEIGHTS_PATH,
     FeatureNet,

@@ -1,4 +1,4 @@
-"""The GPU check's CPU-runnable parts (trainables/gpu_check.py): the report and its verdict.
+"""The GPU check's CPU-runnable parts (trainables/tools/gpu_check.py): the report and its verdict.
 Its CUDA-only assertions run only on a GPU machine
 (``python platform/benchmark.py --device cuda --check``); the whole flow on a CPU is
 tests/e2e/test_e2e_gpu_check.py."""
@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from trainables import gpu_check
+from trainables.tools import gpu_check
 
 torch.set_num_threads(1)
 
@@ -25,7 +25,7 @@ def test_report_fails_when_a_check_fails():
 
 def test_the_check_needs_neither_ray_nor_optuna():
     code = (
-        "import sys, trainables.gpu_check, trainables.precision; "
+        "import sys, trainables.tools.gpu_check, trainables.tools.precision; "
         "print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

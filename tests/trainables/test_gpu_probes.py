@@ -1,11 +1,11 @@
-"""The GPU check's probes (trainables/gpu_probes.py) on a CPU: what is off the device, FLOP
+"""The GPU check's probes (trainables/tools/gpu_probes.py) on a CPU: what is off the device, FLOP
 counting against the documented network cost, the stand-in images, the spec-sheet peaks."""
 
 import pytest
 import torch
 
-from trainables import gpu_probes
-from trainables.train import TrainConfig, Trainer
+from trainables.ncsn.train import TrainConfig, Trainer
+from trainables.tools import gpu_probes
 
 torch.set_num_threads(1)
 IMAGES = torch.randint(0, 256, (16, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)

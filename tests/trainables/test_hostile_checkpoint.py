@@ -11,9 +11,9 @@ import re
 import pytest
 import torch
 
-from trainables.layout import METRICS_FILE, STATE_FILE
+from trainables.contract.layout import METRICS_FILE, STATE_FILE
+from trainables.ncsn.train import CheckpointError, TrainConfig, Trainer, read_state
 from trainables.sampler_trainable import FrozenCheckpoint
-from trainables.train import CheckpointError, TrainConfig, Trainer, read_state
 
 
 class _RunsCode:

@@ -1,15 +1,16 @@
-"""Intervals of every evaluation (trainables/intervals.py): the resampled formulas against
-trainables.quality.evaluate, the interval rules, and coverage in a simulation whose truth is known
-(trainables/known_answers.py)."""
+"""Intervals of every evaluation (trainables/scoring/intervals.py): the resampled formulas against
+trainables.scoring.quality.evaluate, the interval rules, and coverage in a simulation whose truth is known
+(trainables/tools/known_answers.py)."""
 
 import math
 
 import pytest
 import torch
 
-from trainables import intervals, known_answers, quality
-from trainables.data import load_mnist
-from trainables.metrics import INTERVALS, METRICS, hi_key, lo_key
+from trainables.contract.data import load_mnist
+from trainables.contract.metrics import INTERVALS, METRICS, hi_key, lo_key
+from trainables.scoring import intervals, quality
+from trainables.tools import known_answers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

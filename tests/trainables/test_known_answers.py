@@ -1,11 +1,11 @@
-"""The known-answers command line (trainables/known_answers.py) on small cases: it writes the
+"""The known-answers command line (trainables/tools/known_answers.py) on small cases: it writes the
 calibration table it prints, and the table orders the cases the way the metrics must."""
 
 import json
 
 import pytest
 
-from trainables import known_answers
+from trainables.tools import known_answers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

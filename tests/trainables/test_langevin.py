@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from trainables.langevin import anneal_langevin, langevin_step_sizes
-from trainables.sigmas import geometric_sigmas, ncsnv2_step_objective
+from trainables.ncsn.langevin import anneal_langevin, langevin_step_sizes
+from trainables.ncsn.sigmas import geometric_sigmas, ncsnv2_step_objective
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

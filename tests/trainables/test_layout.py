@@ -2,7 +2,7 @@
 
 import json
 
-from trainables.layout import JOINT, SAMPLER, experiment_kind, read_search_record, trial_dirname
+from trainables.contract.layout import JOINT, SAMPLER, experiment_kind, read_search_record, trial_dirname
 
 
 def write_search(folder, record) -> None:
@@ -37,7 +37,7 @@ def test_trial_folders_are_named_by_id():
 
 
 def test_a_deleted_checkpoint_gives_way_to_the_newest_surviving_one(tmp_path):
-    from trainables.layout import STATE_FILE, surviving_checkpoint
+    from trainables.contract.layout import STATE_FILE, surviving_checkpoint
 
     trial = tmp_path / "trial_x"
     for name, marked in (("checkpoint_000001", True), ("checkpoint_000003", True), ("checkpoint_000004", False)):

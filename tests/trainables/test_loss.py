@@ -21,7 +21,7 @@ import math
 import pytest
 import torch
 
-from trainables.loss import dequantize, dsm_loss
+from trainables.ncsn.loss import dequantize, dsm_loss
 
 D, S, B = 8, 0.5, 60_000
 SIGMAS = torch.tensor([2.0, 0.5, 0.1], dtype=torch.float64)

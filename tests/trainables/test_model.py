@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.model import (
+from trainables.ncsn.model import (
     ELU,
     CondInstanceNormPlus,
     CondRefineNetDilated,

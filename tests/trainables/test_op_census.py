@@ -5,7 +5,7 @@ have no host sync, no FLOP outside tensor-core precisions, one forward pass and 
 import pytest
 import torch
 
-from trainables.op_census import census_of, step_guards
+from trainables.tools.op_census import census_of, step_guards
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

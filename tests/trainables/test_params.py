@@ -1,4 +1,4 @@
-"""The parameter table (trainables/params.py) is the one schema: TrainConfig, the trial's config
+"""The parameter table (trainables/contract/params.py) is the one schema: TrainConfig, the trial's config
 mapping and the 2019 setting agree with it, and the torch-free modules stay torch-free."""
 
 import dataclasses
@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from trainables import params
-from trainables.params import RUNTIME, SAMPLER, SETTINGS, TRAINING
-from trainables.recommend import NCSN_2019_MNIST
-from trainables.train import TrainConfig
+from trainables.contract import params
+from trainables.contract.params import RUNTIME, SAMPLER, SETTINGS, TRAINING
+from trainables.ncsn.recommend import NCSN_2019_MNIST
+from trainables.ncsn.train import TrainConfig
 from trainables.tune_trainable import Budget, train_config_from
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -157,7 +157,7 @@ def test_the_2019_setting_is_the_table_default_and_the_published_one():
 
 def test_schema_modules_do_not_import_torch():
     code = (
-        "import sys, trainables.layout, trainables.params, trainables.metrics; "
+        "import sys, trainables.contract.layout, trainables.contract.params, trainables.contract.metrics; "
         "print(sorted(m for m in ('torch', 'ray', 'pandas', 'optuna') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -8,11 +8,12 @@ import math
 import pytest
 import torch
 
-from trainables import arithmetic, precision
-from trainables import runtime as rt
-from trainables.data import load_mnist
-from trainables.params import SETTINGS
-from trainables.train import TrainConfig, Trainer
+from trainables.contract.data import load_mnist
+from trainables.contract.params import SETTINGS
+from trainables.ncsn import arithmetic
+from trainables.ncsn import runtime as rt
+from trainables.ncsn.train import TrainConfig, Trainer
+from trainables.tools import precision
 
 torch.set_num_threads(1)
 
@@ -84,7 +85,7 @@ def test_tf32_rounding_keeps_ten_mantissa_bits():
 
 def test_fp16_convolutions_round_only_the_convolution():
     conv = torch.nn.Conv2d(2, 3, 3, padding=1)
-    from trainables.model import Conv2d
+    from trainables.ncsn.model import Conv2d
 
     ours = Conv2d(2, 3, 3, padding=1)
     ours.load_state_dict(conv.state_dict())
@@ -161,7 +162,7 @@ def test_a_mixed_level_call_picks_each_example_s_precision():
 
 
 def test_amp_is_part_of_the_evaluation_protocol(images):
-    from trainables import quality
+    from trainables.scoring import quality
 
     samples = images.float()[:8] / 255
     plain = quality.evaluate(samples)

@@ -10,10 +10,10 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from trainables import known_answers, quality
-from trainables.data import load_mnist
-from trainables.feature_net import FEATURE_NET_SHA256, NUM_FEATURES, load_feature_net
-from trainables.quality import (
+from trainables.contract.data import load_mnist
+from trainables.scoring import quality
+from trainables.scoring.feature_net import FEATURE_NET_SHA256, NUM_FEATURES, load_feature_net
+from trainables.scoring.quality import (
     METRICS,
     class_coverage,
     evaluate,
@@ -27,6 +27,7 @@ from trainables.quality import (
     reference_from_images,
     worst_value,
 )
+from trainables.tools import known_answers
 
 
 def _correlated(n, d, seed, shift=0.0):
@@ -350,7 +351,7 @@ def test_reference_statistics_cached_on_disk_by_network_hash(tmp_path, monkeypat
         def no_data(*args, **kwargs):
             raise AssertionError("recomputed although cached")
 
-        monkeypatch.setattr("trainables.data.load_mnist", no_data)
+        monkeypatch.setattr("trainables.contract.data.load_mnist", no_data)
         again = quality.mnist_test_reference()
         assert torch.equal(again.features, first.features) and torch.equal(again.cov, first.cov)
 

@@ -1,4 +1,4 @@
-"""Runtime settings (trainables/runtime.py): the device a trial gets from Ray's assignment, the
+"""Runtime settings (trainables/ncsn/runtime.py): the device a trial gets from Ray's assignment, the
 per-device defaults, the warm-up left out of reported rates, the step guards, and a CPU trainer
 that never touches CUDA."""
 
@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from trainables import runtime as rt
-from trainables.langevin import anneal_langevin
-from trainables.train import TrainConfig, Trainer
+from trainables.ncsn import runtime as rt
+from trainables.ncsn.langevin import anneal_langevin
+from trainables.ncsn.train import TrainConfig, Trainer
 
 torch.set_num_threads(1)
 IMAGES = torch.randint(0, 256, (16, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
@@ -157,7 +157,7 @@ def test_a_cpu_trainer_never_touches_cuda(monkeypatch, tmp_path):
 def test_the_sampler_takes_runtime_settings_from_its_trial_not_the_checkpoint(tmp_path):
     import json
 
-    from trainables.layout import METRICS_FILE, STATE_FILE
+    from trainables.contract.layout import METRICS_FILE, STATE_FILE
     from trainables.sampler_trainable import FrozenCheckpoint
 
     trained = Trainer(TrainConfig(ngf=8, num_levels=3, batch_size=4, device="cpu", amp="bf16", seed=5), IMAGES)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from scipy.special import ndtr
 
-from trainables.data import load_mnist
-from trainables.recommend import NCSN_2019_MNIST, ncsnv2_mnist_setting, recommend
-from trainables.recommend import main as recommend_main
-from trainables.sigmas import (
+from trainables.contract.data import load_mnist
+from trainables.ncsn.recommend import NCSN_2019_MNIST, ncsnv2_mnist_setting, recommend
+from trainables.ncsn.recommend import main as recommend_main
+from trainables.ncsn.sigmas import (
     MNIST_MAX_PAIRWISE_DISTANCE,
     code_to_paper_step_lr,
     farthest_pair,
@@ -214,7 +214,7 @@ def test_snr_and_paper_code_conversion():
 
 
 # ----------------------------------------------------------------------------------------------
-# trainables.recommend: the techniques applied to MNIST, and the warm-start settings
+# trainables.ncsn.recommend: the techniques applied to MNIST, and the warm-start settings
 
 
 def test_recommend_mnist_applies_the_techniques():
@@ -268,6 +268,6 @@ def test_recommend_cli_prints_table_and_json(capsys):
     assert "num_levels    95" in table and "n_steps_each  10" in table
     # One real `python -m` run: the module entry point works and --json round-trips.
     out = subprocess.run(
-        [sys.executable, "-m", "trainables.recommend", "--json"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "trainables.ncsn.recommend", "--json"], capture_output=True, text=True, check=True
     ).stdout
     assert json.loads(out) == recommend("mnist", n_steps_each=5)

@@ -1,4 +1,4 @@
-"""trainables/storage.py against a real S3-compatible server on 127.0.0.1 (moto's server mode):
+"""trainables/contract/storage.py against a real S3-compatible server on 127.0.0.1 (moto's server mode):
 what goes up comes back byte for byte, the training state is left out of a download, a probe leaves
 no file behind, and a node that does not see the driver's probe file says so."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainables import storage
+from trainables.contract import storage
 
 
 def test_uris_and_their_local_copies(tmp_path, monkeypatch):

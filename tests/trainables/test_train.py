@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from trainables.ema import EMA
-from trainables.train import TrainConfig, Trainer
+from trainables.ncsn.ema import EMA
+from trainables.ncsn.train import TrainConfig, Trainer
 
 torch.set_num_threads(1)  # tiny models: threads only add contention on a shared machine
 

@@ -2,8 +2,8 @@
 
 import torch
 
-from trainables.data import load_mnist
-from trainables.train import Trainer
+from trainables.contract.data import load_mnist
+from trainables.ncsn.train import Trainer
 from trainables.tune_trainable import Budget, sample_and_score, train_config_from
 
 CONFIG = {

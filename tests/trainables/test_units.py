@@ -1,8 +1,8 @@
-"""Durations as every message prints them (trainables/units.py): each unit's range and rounding."""
+"""Durations as every message prints them (trainables/contract/units.py): each unit's range and rounding."""
 
 import pytest
 
-from trainables.units import duration
+from trainables.contract.units import duration
 
 
 @pytest.mark.parametrize(
