@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         confirm=args.confirm,
         mlflow=args.mlflow,
     )
-    from search.durability.recovery import StorageFull
+    from search.durability.snapshots import StorageFull
     from search.runner import run_search
     from search_spaces.spec import SpecError, load_spec
 
@@ -132,8 +132,8 @@ def main(argv=None) -> int:
     from analysis.summary import closing_summary, is_incomplete
     from search.confirmation.select import requested
     from search.confirmation.stage import confirm_after_search
+    from search.durability.driver import heartbeat
     from search.durability.mirror import copy_to_storage, fetch_from_storage
-    from search.durability.recovery import heartbeat
 
     with heartbeat(exp_dir, options.storage_path):  # the folder stays this driver's until it ends
         incomplete = is_incomplete(exp_dir)

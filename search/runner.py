@@ -18,7 +18,7 @@ from pathlib import Path
 
 from search import joint, sampler
 from search.cluster import StorageUnreachable, ray_cluster
-from search.durability import recovery
+from search.durability import driver, reconcile, snapshots
 from search.durability.mirror import Mirror, copy_to_storage, pull
 from search.folder import (
     Say,
@@ -70,36 +70,36 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
         mirror = _checked(exp_dir, options, say)
     fresh = not options.resume and not exp_dir.exists()
     if options.resume:
-        recovery.restore_search_record(exp_dir, say)
-        recovery.restore_readable_snapshot(exp_dir, say)
-    if options.resume and recovery.never_started(exp_dir):
+        snapshots.restore_search_record(exp_dir, say)
+        snapshots.restore_readable_snapshot(exp_dir, say)
+    if options.resume and driver.never_started(exp_dir):
         spec, options = _started_with(exp_dir, options)  # killed before Ray's first snapshot
-        recovery.stop_orphaned_cluster(exp_dir, say)
-        mirror.moved(recovery.restart_folder(exp_dir, say))
+        driver.stop_orphaned_cluster(exp_dir, say)
+        mirror.moved(reconcile.restart_folder(exp_dir, say))
         _push(mirror, say)
         kind = kind_of(spec, options)
     else:
         check_folder(exp_dir, options, kind.KIND)
     if options.resume:
         spec, record = _recorded(exp_dir)
-        recovery.stop_orphaned_cluster(exp_dir, say)
-        recovery.check_study(exp_dir, record, say)
+        driver.stop_orphaned_cluster(exp_dir, say)
+        snapshots.check_study(exp_dir, record, say)
     else:
         prepared = kind.prepare(spec, options)
-    recovery.write_driver(exp_dir, spec, options)
-    with recovery.heartbeat(exp_dir, options.storage_path), contextlib.ExitStack() as cluster:
+    driver.write_driver(exp_dir, spec, options)
+    with driver.heartbeat(exp_dir, options.storage_path), contextlib.ExitStack() as cluster:
         try:
             resources = cluster.enter_context(ray_cluster(options, say))
         except StorageUnreachable:
             if fresh:  # refused before any trial started: a new search leaves nothing behind
                 shutil.rmtree(exp_dir, ignore_errors=True)
             raise
-        recovery.record_cluster(exp_dir, local=not options.address)
+        driver.record_cluster(exp_dir, local=not options.address)
         copy_to_storage(options.storage_path, exp_dir, (DRIVER_FILE,))  # a resume elsewhere starts from it
         gpus = float(resources.get("GPU", 0))
         if options.resume:
             say(f"resuming the {kind.KIND} search {exp_dir} ({record.get('budget_mode')} budget)")
-            mirror.moved(recovery.reconcile(exp_dir, record, say)["moves"])
+            mirror.moved(reconcile.reconcile(exp_dir, record, say)["moves"])
             _push(mirror, say)  # Tuner.restore reads the bucket
             tuner = _restore_tuner(kind, spec, exp_dir, gpus, ray_storage_path(options, exp_dir))
         else:
@@ -121,19 +121,19 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
                 _tracking(options.mlflow, exp_dir),
             )
         say(f"results: {exp_dir}")
-        with recovery.frequent_snapshots(exp_dir):
+        with snapshots.frequent_snapshots(exp_dir):
             try:
                 results = tuner.fit()
             except Exception as err:
-                full = recovery.storage_full(err) or recovery.low_space(exp_dir)
+                full = snapshots.storage_full(err) or snapshots.low_space(exp_dir)
                 if full is None:
                     raise
-                raise recovery.StorageFull(
+                raise snapshots.StorageFull(
                     f"{exp_dir}: {full}; the search stopped and what was saved is kept: free space there, "
                     f"then run the same command with --resume"
                 ) from None
         if options.resume:
-            recovery.tell_resumed(exp_dir, record, results, spec.metric, say)
+            reconcile.tell_resumed(exp_dir, record, results, spec.metric, say)
     return spec, exp_dir, results
 
 
@@ -141,13 +141,13 @@ def _checked(exp_dir: Path, options: SearchOptions, say: Say) -> Mirror:
     """Refuse a folder a live driver works on, here or (a storage URI) on another machine; on a
     resume of a search kept at a storage URI, bring the bucket's copy into ``exp_dir`` first
     (:func:`search.durability.mirror.pull`) and check again with the driver.json it brought."""
-    recovery.check_not_running(exp_dir, options.storage_path)
+    driver.check_not_running(exp_dir, options.storage_path)
     if not options.resume:
         return Mirror(exp_dir)
     pulled = pull(options.storage_path, exp_dir)
     if pulled.remote is not None:
         say(f"resuming from {pulled.remote}: its files (without the training state) copied into {exp_dir}")
-        recovery.check_not_running(exp_dir)
+        driver.check_not_running(exp_dir)
     return pulled
 
 
@@ -163,7 +163,7 @@ def _push(mirror: Mirror, say: Say) -> None:
 def _started_with(exp_dir: Path, options: SearchOptions) -> tuple[SearchSpec, SearchOptions]:
     """The spec and options of the driver that started ``exp_dir`` (its driver.json), for a
     search killed before it got going: it starts again as it was first started."""
-    spec_dict, source, recorded = recovery.started_with(exp_dir)
+    spec_dict, source, recorded = driver.started_with(exp_dir)
     try:
         spec = parse_spec(spec_dict, file=str(exp_dir / DRIVER_FILE), source=source)
         fields = {f.name for f in dataclasses.fields(SearchOptions)}

@@ -4,7 +4,7 @@ safe to restore from a lagging snapshot.
 The Optuna sampler of a search, seeded per trial number.
 
 A sampler's random state is part of the searcher state Ray pickles into its experiment
-snapshot, and that snapshot lags the SQLite study (search/durability/recovery.py). A plain seeded
+snapshot, and that snapshot lags the SQLite study (search/durability/). A plain seeded
 sampler restored from it replays the draws it already made after the snapshot: the replacement
 of a trial lost with a killed driver gets that trial's point again. :class:`NumberSeeded` draws
 the values of trial n from a fresh sampler seeded by (seed, n), so what trial n gets depends on
@@ -12,13 +12,13 @@ the seed, n and the study's finished trials (which TPE reads from the study itse
 how many draws a restored copy has made. The same spec still proposes the same points.
 
 Ray pickles the searcher into its experiment snapshot; after a killed driver or a full disk the
-snapshot can be older than the SQLite study (search/durability/recovery.py). Tune then resumes a
+snapshot can be older than the SQLite study (search/durability/). Tune then resumes a
 trial that Optuna had already finished (told COMPLETE, or FAIL when it errored), and Ray's
 OptunaSearch reports the trial's next result as an intermediate value of a finished Optuna
 trial, which Optuna refuses with ``UpdateFinishedTrialError``: the whole search stopped there.
 :class:`ResumableOptunaSearch` drops such a report (the study keeps what it was told first), and
 Ray's own ``tell`` of a finished trial is already caught; what such a trial reaches on the resume
-is added afterwards by :func:`search.durability.recovery.tell_resumed` if the study holds it only as
+is added afterwards by :func:`search.durability.reconcile.tell_resumed` if the study holds it only as
 FAIL.
 """
 

@@ -2,7 +2,7 @@
 
 With a URI, Ray's files of a search (its experiment snapshot, the searcher's state, every trial's
 results and checkpoints) live in ``<URI>/<name>/``, and ``Tuner.restore`` reads them from there.
-The steps of :mod:`search.durability.recovery` read and change files in a folder, so a resume first
+The steps of :mod:`search.durability` read and change files in a folder, so a resume first
 brings the bucket's copy into the driver's local copy (:func:`pull`: every file but the training
 state, which no step reads), lets the steps act on it, and writes what they changed back to the
 bucket (:meth:`Mirror.push`) before ``Tuner.restore`` runs: folders moved aside move in the bucket

@@ -1,4 +1,4 @@
-"""A killed driver loses nothing (search/durability/recovery.py): the search's driver is killed with
+"""A killed driver loses nothing (search/durability/): the search's driver is killed with
 SIGKILL at four moments (during calibration, right after the first trials start, mid-trial,
 during the closing report), its local Ray cluster left running as a real crash leaves it; then
 the printed resume command finishes the search with exactly the requested trials, none run
@@ -18,7 +18,7 @@ import optuna
 import pytest
 from conftest import run_search_cli, start_search
 
-from search.durability import recovery
+from search.durability import driver, snapshots
 from trainables.contract.layout import (
     DRIVER_FILE,
     ERROR_FILE,
@@ -54,7 +54,7 @@ def _finished(rows: list[dict]) -> bool:
 
 
 def _cluster_started(exp_dir: Path) -> bool:
-    record = recovery.read_driver(exp_dir)
+    record = driver.read_driver(exp_dir)
     return bool(record and record.get("cluster"))
 
 
@@ -90,7 +90,7 @@ def leftovers():
     folders: list[Path] = []
     yield folders
     for exp_dir in folders:
-        recovery.stop_orphaned_cluster(exp_dir, lambda _: None)
+        driver.stop_orphaned_cluster(exp_dir, lambda _: None)
 
 
 def _resume_and_check(args: list[str], exp_dir: Path, before: dict[str, list[dict]]) -> dict:
@@ -200,8 +200,8 @@ def test_a_full_disk_stops_the_search_with_one_line_and_resume_completes_it(tmp_
         last = err.strip().splitlines()[-1]
         assert last.startswith("run_search.py: error: ") and "no space left" in last.lower() and "--resume" in last
         (disk / "ballast").unlink()
-        files = [p for pattern in recovery.SNAPSHOT_GLOBS for p in exp_dir.glob(pattern)]
-        cut_short = not files or not all(recovery._readable(p) for p in files)
+        files = [p for pattern in snapshots.SNAPSHOT_GLOBS for p in exp_dir.glob(pattern)]
+        cut_short = not files or not all(snapshots._readable(p) for p in files)
         before = {t.name: _rows(t) for t in _trials(exp_dir)}
         result = _resume_and_check(_search(storage, "full"), exp_dir, before)
         restored = "restored the last whole one" in result["out"]

@@ -31,7 +31,7 @@ import optuna
 import pytest
 from conftest import REPO, free_port, ray_node_ports, run_search_cli, start_search, stop_ray_nodes, wait_for_ray_nodes
 
-from search.durability import recovery
+from search.durability import driver
 from search.folder import SMOKE_BUDGET
 from trainables.contract.layout import ORPHANED_DIR
 
@@ -85,7 +85,7 @@ def test_a_search_on_s3_killed_mid_trial_resumes_from_the_bucket_and_stores_ever
         again = [a for a in args if a != "--smoke-test"]  # a resume keeps the budget it started with
         done, _ = run_search_cli(*again, "--resume", "--confirm", timeout=600)
     finally:  # what the killed driver's cluster left, by PID
-        recovery.stop_orphaned_cluster(first_copy, lambda _: None)
+        driver.stop_orphaned_cluster(first_copy, lambda _: None)
     assert done.returncode == 0, done.stdout[-4000:]
     assert f"resuming from {uri}/smoke" in done.stdout
     keys = s3_bucket.keys("runs/smoke/")

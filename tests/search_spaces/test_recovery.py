@@ -1,4 +1,4 @@
-"""What --resume reconciles after a killed driver (search/durability/recovery.py), on a folder holding
+"""What --resume reconciles after a killed driver (search/durability/), on a folder holding
 a snapshot written with Ray's own Trial state, a real Optuna SQLite study and real processes."""
 
 import json
@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.experiment.trial import Trial
 
-from search.durability import recovery
+from search.durability import driver, reconcile, snapshots
 from trainables.contract.layout import DRIVER_FILE, ORPHANED_DIR, SEARCH_FILE, STUDY_FILE, trial_dirname
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -62,7 +62,7 @@ def test_reconcile_moves_unknown_trials_aside_and_fails_their_optuna_trials(tmp_
         (exp_dir / trial_dirname(trial_id)).mkdir()
         (exp_dir / trial_dirname(trial_id) / "result.json").write_text("{}\n")
     said = []
-    done = recovery.reconcile(exp_dir, {"study_name": "s"}, said.append)
+    done = reconcile.reconcile(exp_dir, {"study_name": "s"}, said.append)
     assert sorted(done["moved"]) == [trial_dirname("c"), trial_dirname("w")]
     assert sorted(done["moves"]) == [(trial_dirname(t), f"{ORPHANED_DIR}/{trial_dirname(t)}") for t in ("c", "w")]
     assert sorted(p.name for p in (exp_dir / ORPHANED_DIR).iterdir()) == [trial_dirname("c"), trial_dirname("w")]
@@ -73,7 +73,7 @@ def test_reconcile_moves_unknown_trials_aside_and_fails_their_optuna_trials(tmp_
     assert len(after) == 5 and after[4].state == TrialState.WAITING  # the warm start, queued again
     assert after[4].system_attrs["fixed_params"] == W
     assert "2 trial folder(s)" in said[0] and "2 Optuna trial(s)" in said[0]
-    again = recovery.reconcile(exp_dir, {"study_name": "s"}, said.append)  # a second resume: nothing left
+    again = reconcile.reconcile(exp_dir, {"study_name": "s"}, said.append)  # a second resume: nothing left
     assert again == {"moved": [], "moves": [], "failed": [], "ended": []}
 
 
@@ -86,23 +86,23 @@ def test_a_trial_that_ended_after_the_snapshot_is_kept_as_ended_and_told_once(tm
         (exp_dir / trial_dirname(trial_id)).mkdir()
         (exp_dir / trial_dirname(trial_id) / "result.json").write_text(json.dumps(row) + "\n")
     record = {"study_name": "s", "spec": {"metric": "kid"}}
-    assert recovery.reconcile(exp_dir, record, lambda _: None)["ended"] == ["b"]
-    assert recovery.snapshot_trials(exp_dir)["b"]["status"] == "TERMINATED"  # Tune will not run it again
+    assert reconcile.reconcile(exp_dir, record, lambda _: None)["ended"] == ["b"]
+    assert snapshots.snapshot_trials(exp_dir)["b"]["status"] == "TERMINATED"  # Tune will not run it again
     after = optuna.load_study(study_name="s", storage=f"sqlite:///{exp_dir / STUDY_FILE}").trials
     assert after[1].state == TrialState.COMPLETE and after[1].value == 0.3
-    assert recovery.reconcile(exp_dir, record, lambda _: None)["ended"] == []
+    assert reconcile.reconcile(exp_dir, record, lambda _: None)["ended"] == []
 
 
 def test_a_snapshot_without_trials_is_a_search_that_never_started(tmp_path):
     exp_dir = tmp_path / "exp"
     exp_dir.mkdir()
-    assert not recovery.never_started(exp_dir)  # no driver.json: not a folder a driver started
+    assert not driver.never_started(exp_dir)  # no driver.json: not a folder a driver started
     (exp_dir / DRIVER_FILE).write_text(json.dumps({"driver": {"pid": 1}}))
-    assert recovery.never_started(exp_dir)
+    assert driver.never_started(exp_dir)
     _snapshot(exp_dir, {})
-    assert recovery.never_started(exp_dir)
+    assert driver.never_started(exp_dir)
     _snapshot(exp_dir, {"a": ("RUNNING", A)})
-    assert not recovery.never_started(exp_dir)
+    assert not driver.never_started(exp_dir)
 
 
 def test_restart_folder_clears_trials_and_fails_every_running_trial(tmp_path):
@@ -111,7 +111,7 @@ def test_restart_folder_clears_trials_and_fails_every_running_trial(tmp_path):
     _study(exp_dir)
     (exp_dir / SEARCH_FILE).write_text("{}")
     (exp_dir / trial_dirname("x")).mkdir()
-    moves = recovery.restart_folder(exp_dir, lambda _: None)
+    moves = reconcile.restart_folder(exp_dir, lambda _: None)
     assert moves == [(name, f"{ORPHANED_DIR}/{name}") for name in (trial_dirname("x"), SEARCH_FILE)]
     assert not list(exp_dir.glob("trial_*")) and not (exp_dir / SEARCH_FILE).exists()
     assert sorted(p.name for p in (exp_dir / ORPHANED_DIR).iterdir()) == [SEARCH_FILE, trial_dirname("x")]
@@ -135,14 +135,14 @@ def test_orphaned_cluster_processes_and_their_children_are_stopped_by_pid(tmp_pa
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         deadline = time.monotonic() + 10
-        while not recovery._children(parent.pid) and time.monotonic() < deadline:
+        while not driver._children(parent.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        (child,) = recovery._children(parent.pid)
-        wrong = {"pid": bystander.pid, "start_time": recovery._start_time(bystander.pid) + 1}  # a reused PID
-        _record(exp_dir, {"pid": 999999999, "start_time": 1}, [recovery._process(parent.pid), wrong])
-        assert recovery.stop_orphaned_cluster(exp_dir, lambda _: None) == 2
+        (child,) = driver._children(parent.pid)
+        wrong = {"pid": bystander.pid, "start_time": driver._start_time(bystander.pid) + 1}  # a reused PID
+        _record(exp_dir, {"pid": 999999999, "start_time": 1}, [driver._process(parent.pid), wrong])
+        assert driver.stop_orphaned_cluster(exp_dir, lambda _: None) == 2
         assert parent.wait(timeout=10) == -signal.SIGKILL
-        assert recovery._start_time(child) is None
+        assert driver._start_time(child) is None
         assert bystander.poll() is None  # another process under a recorded PID is left alone
     finally:
         for proc in (parent, bystander):
@@ -154,11 +154,11 @@ def test_orphaned_cluster_processes_and_their_children_are_stopped_by_pid(tmp_pa
 def test_a_folder_whose_driver_is_alive_is_refused(tmp_path):
     exp_dir = tmp_path / "exp"
     exp_dir.mkdir()
-    _record(exp_dir, recovery._process(os.getpid()), [])
+    _record(exp_dir, driver._process(os.getpid()), [])
     with pytest.raises(ValueError, match=f"still running in this folder \\(pid {os.getpid()} on this machine\\)"):
-        recovery.check_not_running(exp_dir)
-    _record(exp_dir, {"pid": os.getpid(), "start_time": recovery._start_time(os.getpid()) + 1}, [])
-    recovery.check_not_running(exp_dir)  # the PID was reused: that driver is gone
+        driver.check_not_running(exp_dir)
+    _record(exp_dir, {"pid": os.getpid(), "start_time": driver._start_time(os.getpid()) + 1}, [])
+    driver.check_not_running(exp_dir)  # the PID was reused: that driver is gone
 
 
 class _Result:  # the attributes of a ray.tune.Result that tell_resumed reads
@@ -183,13 +183,13 @@ def test_a_trial_that_errored_and_finished_on_resume_is_told_once(tmp_path):
         _Result({**study.trials[3].params, "ngf": 8}, {}, error=RuntimeError("x")),
     ]
     said = []
-    assert recovery.tell_resumed(exp_dir, {"study_name": "s"}, results, "kid", said.append) == [1, lost.number]
+    assert reconcile.tell_resumed(exp_dir, {"study_name": "s"}, results, "kid", said.append) == [1, lost.number]
     after = optuna.load_study(study_name="s", storage=f"sqlite:///{exp_dir / STUDY_FILE}").trials
     states = [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
     assert [t.state for t in after] == states
     assert after[2].value == 0.75 and after[unreported.number].user_attrs["orphaned"]
     assert after[4].params == point and after[4].value == 0.25 and after[4].user_attrs == {"finished_on_resume_of": 1}
-    assert recovery.tell_resumed(exp_dir, {"study_name": "s"}, results, "kid", said.append) == []  # once
+    assert reconcile.tell_resumed(exp_dir, {"study_name": "s"}, results, "kid", said.append) == []  # once
 
 
 def _other_machine(exp_dir, age_s: float, **extra) -> None:
@@ -205,13 +205,13 @@ def test_a_driver_on_another_machine_blocks_while_its_heartbeat_is_fresh(tmp_pat
     with pytest.raises(
         ValueError, match=r"still running in this folder \(pid 4242 on gpu-node-7, its last heartbeat 2 s"
     ):
-        recovery.check_not_running(exp_dir)
-    _other_machine(exp_dir, age_s=recovery.STALE_AFTER_S + 1)
-    recovery.check_not_running(exp_dir)  # a dead driver's stale record never blocks
+        driver.check_not_running(exp_dir)
+    _other_machine(exp_dir, age_s=driver.STALE_AFTER_S + 1)
+    driver.check_not_running(exp_dir)  # a dead driver's stale record never blocks
     _other_machine(exp_dir, age_s=1, ended=time.time())
-    recovery.check_not_running(exp_dir)  # that driver ended
-    _other_machine(exp_dir, age_s=-10 * recovery.STALE_AFTER_S)
-    recovery.check_not_running(exp_dir)  # a heartbeat from far in the future proves nothing
+    driver.check_not_running(exp_dir)  # that driver ended
+    _other_machine(exp_dir, age_s=-10 * driver.STALE_AFTER_S)
+    driver.check_not_running(exp_dir)  # a heartbeat from far in the future proves nothing
 
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", '"a string"', '{"driver": 3}', "\x00\xff" * 9])
@@ -219,42 +219,42 @@ def test_a_damaged_driver_record_blocks_nothing_and_reads_as_none(tmp_path, text
     exp_dir = tmp_path / "exp"
     exp_dir.mkdir()
     (exp_dir / DRIVER_FILE).write_text(text, errors="surrogateescape")
-    recovery.check_not_running(exp_dir)
-    assert recovery.never_started(exp_dir) is (recovery.read_driver(exp_dir) is not None)
+    driver.check_not_running(exp_dir)
+    assert driver.never_started(exp_dir) is (driver.read_driver(exp_dir) is not None)
 
 
 def test_the_heartbeat_ticks_while_the_block_runs_and_marks_the_end(tmp_path, monkeypatch):
     exp_dir = tmp_path / "exp"
     exp_dir.mkdir()
-    _record(exp_dir, recovery._process(os.getpid()), [{"pid": 1, "start_time": 2}])
-    monkeypatch.setattr(recovery, "HEARTBEAT_S", 0.05)
-    with recovery.heartbeat(exp_dir):
-        first = recovery.read_driver(exp_dir)["heartbeat"]
-        assert recovery.read_driver(exp_dir)["ended"] is None
+    _record(exp_dir, driver._process(os.getpid()), [{"pid": 1, "start_time": 2}])
+    monkeypatch.setattr(driver, "HEARTBEAT_S", 0.05)
+    with driver.heartbeat(exp_dir):
+        first = driver.read_driver(exp_dir)["heartbeat"]
+        assert driver.read_driver(exp_dir)["ended"] is None
         with pytest.raises(ValueError, match="still running"):  # this process is the live driver
-            recovery.check_not_running(exp_dir)
+            driver.check_not_running(exp_dir)
         time.sleep(0.5)
-        assert recovery.read_driver(exp_dir)["heartbeat"] > first
-    record = recovery.read_driver(exp_dir)
+        assert driver.read_driver(exp_dir)["heartbeat"] > first
+    record = driver.read_driver(exp_dir)
     assert record["ended"] >= record["heartbeat"] - 1e-3 and record["cluster"] == [{"pid": 1, "start_time": 2}]
-    recovery.check_not_running(exp_dir)  # ended: the next driver may start
+    driver.check_not_running(exp_dir)  # ended: the next driver may start
 
 
 def test_the_heartbeat_reaches_the_storage_uri_and_a_remote_driver_blocks(s3_bucket, tmp_path, monkeypatch):
     uri = f"s3://{s3_bucket.name}/runs"
     exp_dir = tmp_path / "local-copy" / "sigmas"
     exp_dir.mkdir(parents=True)
-    _record(exp_dir, recovery._process(os.getpid()), [])
-    monkeypatch.setattr(recovery, "HEARTBEAT_S", 0.05)
-    with recovery.heartbeat(exp_dir, uri):
+    _record(exp_dir, driver._process(os.getpid()), [])
+    monkeypatch.setattr(driver, "HEARTBEAT_S", 0.05)
+    with driver.heartbeat(exp_dir, uri):
         time.sleep(0.3)
         there = json.loads(s3_bucket.read("runs/sigmas/driver.json"))
         assert there["ended"] is None and time.time() - there["heartbeat"] < 5
         elsewhere = tmp_path / "another-machine" / "sigmas"  # an empty local copy: only the bucket knows
         with pytest.raises(ValueError, match=f"runs/sigmas: a search is still running .*pid {os.getpid()}"):
-            recovery.check_not_running(elsewhere, uri)
+            driver.check_not_running(elsewhere, uri)
     assert json.loads(s3_bucket.read("runs/sigmas/driver.json"))["ended"] is not None
-    recovery.check_not_running(tmp_path / "another-machine" / "sigmas", uri)
+    driver.check_not_running(tmp_path / "another-machine" / "sigmas", uri)
 
 
 def _study_with_trials(exp_dir, n: int) -> list[float]:
@@ -272,10 +272,10 @@ def test_the_study_is_kept_whole_beside_the_snapshot_only_when_it_changed(tmp_pa
     exp_dir = tmp_path / "exp"
     exp_dir.mkdir()
     values = _study_with_trials(exp_dir, 3)
-    assert recovery.keep_study(exp_dir) is True
-    assert recovery.keep_study(exp_dir) is False  # unchanged since the copy
+    assert snapshots.keep_study(exp_dir) is True
+    assert snapshots.keep_study(exp_dir) is False  # unchanged since the copy
     kept = exp_dir / "last_snapshot" / STUDY_FILE
-    assert _values(kept) == values and recovery.study_problem(kept, "s") is None
+    assert _values(kept) == values and snapshots.study_problem(kept, "s") is None
 
 
 @pytest.mark.parametrize("damage", ["junk", "cut", "missing", "other-study"])
@@ -283,7 +283,7 @@ def test_a_damaged_or_missing_study_is_put_back_from_its_last_whole_copy(tmp_pat
     exp_dir = tmp_path / "exp"
     exp_dir.mkdir()
     values = _study_with_trials(exp_dir, 3)
-    recovery.keep_study(exp_dir)
+    snapshots.keep_study(exp_dir)
     path = exp_dir / STUDY_FILE
     data = path.read_bytes()
     if damage == "junk":
@@ -296,11 +296,11 @@ def test_a_damaged_or_missing_study_is_put_back_from_its_last_whole_copy(tmp_pat
         path.unlink()
         optuna.create_study(study_name="another", storage=f"sqlite:///{path}")
     said = []
-    recovery.check_study(exp_dir, {"study_name": "s"}, said.append)
+    snapshots.check_study(exp_dir, {"study_name": "s"}, said.append)
     assert _values(path) == values
     assert len(said) == 1 and "put back its last whole copy from last_snapshot/" in said[0]
     assert (exp_dir / f"{STUDY_FILE}.damaged").exists() is (damage != "missing")
-    recovery.check_study(exp_dir, {"study_name": "s"}, said.append)  # whole now: nothing to say
+    snapshots.check_study(exp_dir, {"study_name": "s"}, said.append)  # whole now: nothing to say
     assert len(said) == 1
 
 
@@ -316,7 +316,7 @@ def test_a_damaged_study_without_a_whole_copy_is_refused_in_one_line_and_left_as
         match=r"^--resume: .*optuna.db is (damaged|no readable SQLite database).*, and "
         r"last_snapshot/ holds no whole copy of it; nothing was changed",
     ) as err:
-        recovery.check_study(exp_dir, {"study_name": "s"}, print)
+        snapshots.check_study(exp_dir, {"study_name": "s"}, print)
     assert "\n" not in str(err.value) and path.read_bytes() == cut and sorted(os.listdir(exp_dir)) == [STUDY_FILE]
 
 
@@ -324,7 +324,7 @@ def test_a_study_another_process_holds_locked_is_refused_naming_it(tmp_path):
     exp_dir = tmp_path / "exp"
     exp_dir.mkdir()
     _study_with_trials(exp_dir, 2)
-    recovery.keep_study(exp_dir)
+    snapshots.keep_study(exp_dir)
     path = exp_dir / STUDY_FILE
     before = path.read_bytes()
     code = (
@@ -335,7 +335,7 @@ def test_a_study_another_process_holds_locked_is_refused_naming_it(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(ValueError, match=f"is locked by another process \\(pid {holder.pid}\\); let it finish"):
-            recovery.check_study(exp_dir, {"study_name": "s"}, print)
+            snapshots.check_study(exp_dir, {"study_name": "s"}, print)
     finally:
         holder.kill()
         holder.wait()
@@ -350,12 +350,12 @@ def test_a_result_file_cut_mid_line_keeps_its_whole_rows_and_sets_the_part_aside
     (trial / "result.json").write_text("\n".join(rows[:2]) + "\n" + rows[2][:17])
     (trial / "progress.csv").write_text("iterations,kid\n1,0.1\n2,0.2\n")  # whole: left alone
     said = []
-    assert recovery.trim_cut_rows(exp_dir, said.append) == [f"{trial.name}/result.json"]
+    assert reconcile.trim_cut_rows(exp_dir, said.append) == [f"{trial.name}/result.json"]
     assert (trial / "result.json").read_text() == "\n".join(rows[:2]) + "\n"
     assert (trial / "result.json.cut").read_text() == rows[2][:17]
     assert (trial / "progress.csv").read_text() == "iterations,kid\n1,0.1\n2,0.2\n"
     assert len(said) == 1 and "1 result file(s) ended in a line cut short" in said[0]
-    assert recovery.trim_cut_rows(exp_dir, said.append) == [] and len(said) == 1
+    assert reconcile.trim_cut_rows(exp_dir, said.append) == [] and len(said) == 1
 
 
 @pytest.mark.parametrize("damage", ["{not json", "[]", "", None])
@@ -374,7 +374,7 @@ def test_a_damaged_search_record_is_read_from_its_copy_and_put_back_on_resume(tm
         path.write_text(damage)
     assert read_search_record(exp_dir) == record  # every reader: the copy written with it
     said = []
-    assert recovery.restore_search_record(exp_dir, said.append) is True
+    assert snapshots.restore_search_record(exp_dir, said.append) is True
     assert json.loads(path.read_text()) == record and len(said) == 1
     assert (exp_dir / f"{SEARCH_FILE}.damaged").exists() is (damage is not None)
-    assert recovery.restore_search_record(exp_dir, said.append) is False
+    assert snapshots.restore_search_record(exp_dir, said.append) is False

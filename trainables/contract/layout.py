@@ -11,7 +11,7 @@ so every layer can depend on it. ::
         optuna.db                 the Optuna study (SQLite)
         experiment_state-*.json   Ray's snapshots of the trial table
         driver.json               the driver's PID, options and spec, its cluster's PIDs
-                                  (search/durability/recovery.py: what --resume reconciles)
+                                  (search/durability/: what --resume reconciles)
         orphaned/                 trial folders a killed driver's snapshot lost (never counted)
         last_snapshot/            the last whole copy of Ray's snapshot files
         report/                   report.html, report.md, leaderboard.csv, *.png
@@ -48,7 +48,7 @@ REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 LEADERBOARD_CSV = "leaderboard.csv"
 COMPILE_CACHE_DIR = "compile_cache"  # TORCHINDUCTOR_CACHE_DIR of every trial of the search
-DRIVER_FILE = "driver.json"  # the driver, its options and its cluster's PIDs (search/durability/recovery.py)
+DRIVER_FILE = "driver.json"  # the driver, its options and its cluster's PIDs (search/durability/)
 LAST_SNAPSHOT_DIR = "last_snapshot"  # the last whole copy of Ray's snapshot (a full disk cuts one short)
 ORPHANED_DIR = "orphaned"  # trial folders Ray's snapshot lost when a driver was killed (never counted)
 
