@@ -121,7 +121,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
                 _tracking(options.mlflow, exp_dir),
             )
         say(f"results: {exp_dir}")
-        with snapshots.frequent_snapshots(exp_dir):
+        with snapshots.frequent_snapshots(exp_dir, spec.budget.num_trials):
             try:
                 results = tuner.fit()
             except Exception as err:

@@ -2,8 +2,9 @@
 
 Ray keeps a snapshot of the experiment in its folder (``experiment_state-*.json`` and the
 searcher's pickled state) and writes it at most every ``TUNE_GLOBAL_CHECKPOINT_S`` seconds (Ray's
-own default is at least 10 s; a search here snapshots every :data:`SNAPSHOT_PERIOD_S`). Optuna
-writes every proposal and every result to its SQLite study at once. After a SIGKILL of the
+own default is at least 10 s; a search here snapshots every second, one second more per 30 trials
+of its budget: :func:`search.durability.snapshots.snapshot_period`). Optuna writes every proposal
+and every result to its SQLite study at once. After a SIGKILL of the
 driver the two disagree about what happened since the last snapshot. Of the local cluster the
 driver started, the GCS, raylet and trial workers end with it (Ray ties their fate to the
 driver's), but the agents the raylet started (dashboard, runtime env) live on until they notice.

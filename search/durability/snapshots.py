@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import shutil
 import sqlite3
@@ -28,7 +29,7 @@ from trainables.contract.layout import (
 Say = Callable[[str], None]
 
 
-SNAPSHOT_PERIOD_S = "1"  # TUNE_GLOBAL_CHECKPOINT_S of a search: Ray's snapshot at most this stale
+TRIALS_PER_SECOND = 30  # Ray's snapshot every second up to this many trials (snapshot_period)
 
 
 SNAPSHOT_GLOBS = (EXPERIMENT_STATE_GLOB, "search_gen_state-*.json", "searcher-state-*.pkl")
@@ -132,13 +133,25 @@ def check_study(exp_dir: Path, record: dict, say: Say) -> None:
     )
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
 def keep_readable_snapshot(exp_dir: Path) -> bool:
-    """Copy Ray's current snapshot files to ``last_snapshot/`` when every one is whole; each copy
-    lands atomically, so a write that fails (a full disk) leaves the previous copy. True if copied."""
+    """Copy Ray's current snapshot files to ``last_snapshot/`` when every one is whole and one
+    changed since the last copy (a copy keeps its file's size and time); each copy lands
+    atomically, so a write that fails (a full disk) leaves the previous copy. True if copied. A
+    file is parsed once: its copy is whole when it has the source's size."""
     files = [p for pattern in SNAPSHOT_GLOBS for p in exp_dir.glob(pattern)]
-    if not files or not all(_readable(p) for p in files):
-        return False
     keep = exp_dir / LAST_SNAPSHOT_DIR
+    if not files or all(_stamp(p) == _stamp(keep / p.name) for p in files):
+        return False
+    if not all(_readable(p) for p in files):
+        return False
     try:
         keep.mkdir(exist_ok=True)
         staged = keep / ".staged"
@@ -146,8 +159,8 @@ def keep_readable_snapshot(exp_dir: Path) -> bool:
         staged.mkdir()
         for path in files:
             shutil.copy2(path, staged / path.name)
-        if not all(_readable(staged / p.name) for p in files):
-            return False
+            if (staged / path.name).stat().st_size != path.stat().st_size:
+                return False
         for path in files:
             os.replace(staged / path.name, keep / path.name)
         shutil.rmtree(staged, ignore_errors=True)
@@ -189,19 +202,31 @@ def restore_search_record(exp_dir: Path, say: Say) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def frequent_snapshots(exp_dir: Path) -> Iterator[None]:
-    """While the block runs: Ray's experiment snapshot at most :data:`SNAPSHOT_PERIOD_S` old (a
-    user's own TUNE_GLOBAL_CHECKPOINT_S wins), and a copy of its last whole version and of the
-    Optuna study kept in ``last_snapshot/`` every :data:`KEEP_EVERY_S` (:func:`keep_readable_snapshot`,
-    :func:`keep_study`)."""
+def snapshot_period(num_trials: int) -> int:
+    """Seconds between Ray's snapshots of a search of ``num_trials`` trials: 1 s up to
+    :data:`TRIALS_PER_SECOND` trials, one more second per as many more. A snapshot (and Ray's copy
+    of its staging folder after it) costs time in proportion to the trials it holds; a period in
+    proportion too keeps the driver's cost per second flat, so the whole search's cost grows
+    linearly, not with the square of its trials (platform/scaling_benchmark.py). A resume
+    reconciles whatever the snapshot missed (:mod:`search.durability.reconcile`)."""
+    return max(1, math.ceil(int(num_trials) / TRIALS_PER_SECOND))
 
+
+@contextlib.contextmanager
+def frequent_snapshots(exp_dir: Path, num_trials: int = 1) -> Iterator[None]:
+    """While the block runs: Ray's experiment snapshot at most :func:`snapshot_period` old (a
+    user's own TUNE_GLOBAL_CHECKPOINT_S wins), and a copy of its last whole version and of the
+    Optuna study kept in ``last_snapshot/`` twice as often as that, and at least every
+    :data:`KEEP_EVERY_S` (:func:`keep_readable_snapshot`, :func:`keep_study`)."""
+
+    period = snapshot_period(num_trials)
     before = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", SNAPSHOT_PERIOD_S)
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(period))
+    every = max(KEEP_EVERY_S, 2.0 * period)
     stop = threading.Event()
 
     def keep() -> None:
-        while not stop.wait(KEEP_EVERY_S):
+        while not stop.wait(every):
             keep_readable_snapshot(exp_dir)
             keep_study(exp_dir)
 

@@ -378,3 +378,23 @@ def test_a_damaged_search_record_is_read_from_its_copy_and_put_back_on_resume(tm
     assert json.loads(path.read_text()) == record and len(said) == 1
     assert (exp_dir / f"{SEARCH_FILE}.damaged").exists() is (damage is not None)
     assert snapshots.restore_search_record(exp_dir, said.append) is False
+
+
+def test_the_snapshot_period_grows_with_the_trials_so_its_cost_per_second_stays_flat():
+    assert [snapshots.snapshot_period(n) for n in (1, 30, 31, 60, 300, 301)] == [1, 1, 2, 2, 10, 11]
+
+
+def test_the_last_whole_snapshot_is_copied_only_when_it_changed_and_only_whole(tmp_path):
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    state = exp_dir / "experiment_state-2026-01-01_00-00-00.json"
+    state.write_text(json.dumps({"trial_data": [], "n": 1}))
+    kept = exp_dir / "last_snapshot" / state.name
+    assert snapshots.keep_readable_snapshot(exp_dir) is True and kept.read_text() == state.read_text()
+    assert snapshots.keep_readable_snapshot(exp_dir) is False  # unchanged: no copy, no parse
+    state.write_text(json.dumps({"trial_data": [], "n": 2}))
+    os.utime(state, ns=(time.time_ns() + 10**9,) * 2)  # a later write, whatever the clock's grain
+    assert snapshots.keep_readable_snapshot(exp_dir) is True and json.loads(kept.read_text())["n"] == 2
+    state.write_text('{"trial_data": [')  # cut short: the whole copy stays
+    os.utime(state, ns=(time.time_ns() + 2 * 10**9,) * 2)
+    assert snapshots.keep_readable_snapshot(exp_dir) is False and json.loads(kept.read_text())["n"] == 2
