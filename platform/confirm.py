@@ -4,6 +4,7 @@ each, with the same initial noise across trials, and call which differences are 
     python platform/confirm.py runs/sigmas                                  # sized to the budget
     python platform/confirm.py runs/sigmas --top-k 3 --seeds 3 --samples 5000
     python platform/confirm.py runs/sigmas --seeds 5                        # resumes: adds two seeds
+    python platform/confirm.py runs/sigmas --smoke-test                     # 1 trial x 1 seed x the fewest samples
 
 Defaults: the spec's confirm section, else K = 3, S = 3 and N = 4 x the search's eval_samples in
 a preview (CPU) or 5,000 with the full budget. The warm starts' trials are confirmed too. Results
@@ -32,6 +33,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resamples", type=int, help="bootstrap draws behind the intervals and verdicts (default 2000)")
     p.add_argument("--address", help="join an existing Ray cluster (default: start a local one)")
     p.add_argument("--no-report", action="store_true", help="do not rewrite the report")
+    p.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="the smallest confirmation (the best trial, one seed, the fewest samples the metrics take) "
+        "in a temporary folder that reads the experiment: nothing of the experiment is changed",
+    )
     p.add_argument("-v", "--verbose", type=int, default=1, help="0 quiet, 1 progress (default), 2 task logs too")
     return p.parse_args(argv)
 
@@ -51,6 +58,16 @@ def main(argv=None) -> int:
     from trainables.contract.layout import read_search_record
 
     exp_dir = Path(args.experiment).expanduser().resolve()
+    if args.smoke_test and exp_dir.is_dir():  # its own confirm/ and report, beside links to the trials
+        import tempfile
+
+        from search_spaces.schema import MIN_SAMPLES
+        from trainables.contract.layout import CONFIRM_DIR, REPORT_DIR, linked_view
+
+        view = Path(tempfile.mkdtemp(prefix="confirm-smoke-")) / exp_dir.name
+        exp_dir = linked_view(exp_dir, view, leave_out=(CONFIRM_DIR, REPORT_DIR))
+        args.top_k, args.seeds, args.samples, args.resamples = 1, 1, MIN_SAMPLES, 100
+        print(f"smoke test: the smallest confirmation, in {exp_dir}")
     # the dashboard belongs to a cluster joined with --address; a local one needs none
     options = SearchOptions(
         storage_path=str(exp_dir.parent), address=args.address, dashboard=args.address is not None, verbose=args.verbose

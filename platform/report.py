@@ -6,6 +6,7 @@ leaderboard.csv, PNG plots.
     python platform/report.py runs/sigmas --per-protocol     # rank each evaluation protocol apart
     python platform/report.py runs/langevin-sampler          # a sampler search: the same options
     python platform/report.py s3://bucket/runs/sigmas        # an experiment at a storage URI
+    python platform/report.py runs/sigmas --smoke-test       # its first two trials, into a temp folder: seconds
 
 An experiment at a storage URI (s3://, gs://, any filesystem pyarrow supports; credentials and
 endpoint from the usual environment, see README.md) is first copied, without the checkpoints'
@@ -33,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="rank each evaluation protocol on its own instead of refusing to mix them",
     )
+    parser.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="the report of the experiment's first two trials, into a temporary folder (or --out): seconds",
+    )
     args = parser.parse_args(argv)
 
     from analysis.report import write_report
@@ -51,7 +57,19 @@ def main(argv: list[str] | None = None) -> int:
                     f"credentials and endpoint in the environment"
                 ) from None
             print(f"copied:      {count} files of {args.experiment} into {experiment}")
-        page = write_report(experiment, out_dir=args.out, metric=args.metric, per_protocol=args.per_protocol)
+        out = args.out
+        if args.smoke_test:  # a view of two trials, the experiment itself untouched
+            import tempfile
+            from pathlib import Path
+
+            from trainables.contract.layout import REPORT_DIR, linked_view
+
+            if not Path(experiment).is_dir():
+                raise ValueError(f"{experiment}: not a folder; give the experiment folder run_search.py printed")
+            view = Path(tempfile.mkdtemp(prefix="report-smoke-")) / Path(experiment).name
+            experiment = linked_view(experiment, view, trials=2, leave_out=(REPORT_DIR,))
+            out = out or view / REPORT_DIR
+        page = write_report(experiment, out_dir=out, metric=args.metric, per_protocol=args.per_protocol)
     except ValueError as err:
         print(f"report: {err}", file=sys.stderr)
         return 2

@@ -196,3 +196,19 @@ def experiment_kind(exp_dir: str | Path) -> str | None:
     if not record:
         return None
     return record.get("kind") or JOINT
+
+
+def linked_view(exp_dir: str | Path, target: str | Path, trials: int | None = None, leave_out: tuple = ()) -> Path:
+    """A folder ``target`` that reads as ``exp_dir`` (each entry a symbolic link to the original),
+    with only its first ``trials`` trial folders (all with None) and without the entries named in
+    ``leave_out``: what a script's ``--smoke-test`` works on, so that its outputs never mix with
+    the experiment's own and nothing of the experiment is changed. Returns ``target``."""
+    exp_dir, target = Path(exp_dir).resolve(), Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    kept = sorted(p for p in exp_dir.iterdir() if p.name.startswith(TRIAL_PREFIX) and p.is_dir())
+    kept = set(kept if trials is None else kept[:trials])
+    for entry in sorted(exp_dir.iterdir()):
+        if entry.name in leave_out or (entry.name.startswith(TRIAL_PREFIX) and entry.is_dir() and entry not in kept):
+            continue
+        (target / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    return target
