@@ -53,40 +53,98 @@ def kind_of(spec: SearchSpec, options: SearchOptions):
 
 
 def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
-    """Run (or resume) the search described by ``spec``; return (the spec as run, the experiment
-    folder, Ray's ResultGrid). Everything the user gave is checked before Ray starts
-    (``ValueError``, one line)."""
+    """Run a new search described by ``spec``, or resume one (``options.resume``); return (the spec
+    as run, the experiment folder, Ray's ResultGrid). Everything the user gave is checked before
+    Ray starts (``ValueError``, one line)."""
     check_options(options)
     if options.name:
         try:
             override(spec, name=options.name)
         except SpecError as err:
             raise ValueError(f"--name {options.name!r}: {err.problem}; give e.g. --name sigmas-2") from None
-    # a resume of a search kept at a storage URI: its recovery works on a local mirror of the bucket
-    mirror = _checked(experiment_dir(options, joint.default_name(spec)), options, say) if options.resume else None
+    return (resume_search if options.resume else new_search)(spec, options, say)
+
+
+def new_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
+    """Start the search of ``spec`` in a folder that holds nothing yet (:func:`run_search`)."""
     kind = kind_of(spec, options)
     exp_dir = experiment_dir(options, kind.default_name(spec))
-    if mirror is None or mirror.exp_dir != exp_dir:
+    _checked(exp_dir, options, say)
+    fresh = not exp_dir.exists()
+    check_folder(exp_dir, options, kind.KIND)
+    return _start(spec, options, kind, exp_dir, say, fresh)
+
+
+def resume_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
+    """Continue the search of a folder as its snapshot, reconciled, has it (:mod:`search.durability`);
+    one killed before Ray's first snapshot starts again as it was first started."""
+    # a search kept at a storage URI: its recovery works on a local mirror of the bucket
+    mirror = _checked(experiment_dir(options, joint.default_name(spec)), options, say)
+    kind = kind_of(spec, options)
+    exp_dir = experiment_dir(options, kind.default_name(spec))
+    if mirror.exp_dir != exp_dir:
         mirror = _checked(exp_dir, options, say)
-    fresh = not options.resume and not exp_dir.exists()
-    if options.resume:
-        snapshots.restore_search_record(exp_dir, say)
-        snapshots.restore_readable_snapshot(exp_dir, say)
-    if options.resume and driver.never_started(exp_dir):
+    snapshots.restore_search_record(exp_dir, say)
+    snapshots.restore_readable_snapshot(exp_dir, say)
+    if driver.never_started(exp_dir):
         spec, options = _started_with(exp_dir, options)  # killed before Ray's first snapshot
         driver.stop_orphaned_cluster(exp_dir, say)
         mirror.moved(reconcile.restart_folder(exp_dir, say))
         _push(mirror, say)
-        kind = kind_of(spec, options)
-    else:
-        check_folder(exp_dir, options, kind.KIND)
-    if options.resume:
-        spec, record = _recorded(exp_dir)
-        driver.stop_orphaned_cluster(exp_dir, say)
-        snapshots.check_study(exp_dir, record, say)
-    else:
-        prepared = kind.prepare(spec, options)
+        return _start(spec, options, kind_of(spec, options), exp_dir, say, fresh=False)
+    check_folder(exp_dir, options, kind.KIND)
+    spec, record = _recorded(exp_dir)
+    driver.stop_orphaned_cluster(exp_dir, say)
+    snapshots.check_study(exp_dir, record, say)
     driver.write_driver(exp_dir, spec, options)
+
+    def tuner_for(gpus: float):
+        say(f"resuming the {kind.KIND} search {exp_dir} ({record.get('budget_mode')} budget)")
+        mirror.moved(reconcile.reconcile(exp_dir, record, say)["moves"])
+        _push(mirror, say)  # Tuner.restore reads the bucket
+        return spec, _restore_tuner(kind, spec, exp_dir, gpus, ray_storage_path(options, exp_dir))
+
+    def after(results) -> None:
+        reconcile.tell_resumed(exp_dir, record, results, spec.metric, say)
+
+    spec, results = _fit(exp_dir, options, say, tuner_for, fresh=False, after=after)
+    return spec, exp_dir, results
+
+
+def _start(spec: SearchSpec, options: SearchOptions, kind, exp_dir: Path, say: Say, fresh: bool):
+    """Size, plan and run a search from its first trial; ``fresh``: the folder was made for it
+    (removed again if the cluster cannot reach the storage)."""
+    prepared = kind.prepare(spec, options)
+    driver.write_driver(exp_dir, spec, options)
+
+    def tuner_for(gpus: float):
+        sized = kind.size(spec, options, gpus, say)
+        plan = kind.plan(sized, prepared, options)
+        for message in plan.messages:
+            say(message)
+        study_name = f"{exp_dir.name}-{uuid.uuid4().hex[:8]}"
+        record = {**base_record(sized, kind.KIND, options, gpus, study_name, kind.TIME_ATTR), **plan.record}
+        write_record(exp_dir, sized, record)
+        tuner = build_tuner(
+            sized,
+            plan,
+            exp_dir,
+            gpus,
+            study_name,
+            options.max_failures,
+            ray_storage_path(options, exp_dir),
+            _tracking(options.mlflow, exp_dir),
+        )
+        return sized, tuner
+
+    spec, results = _fit(exp_dir, options, say, tuner_for, fresh)
+    return spec, exp_dir, results
+
+
+def _fit(exp_dir: Path, options: SearchOptions, say: Say, tuner_for, fresh: bool, after=None):
+    """On the cluster (local, or ``--address``), with the driver's heartbeat: ``tuner_for(gpus)``
+    gives (the spec as run, its Tuner), which runs with fresh snapshots; ``after(results)`` runs
+    before the cluster stops. A full disk ends it with :class:`search.durability.snapshots.StorageFull`."""
     with driver.heartbeat(exp_dir, options.storage_path), contextlib.ExitStack() as cluster:
         try:
             resources = cluster.enter_context(ray_cluster(options, say))
@@ -96,30 +154,7 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
             raise
         driver.record_cluster(exp_dir, local=not options.address)
         copy_to_storage(options.storage_path, exp_dir, (DRIVER_FILE,))  # a resume elsewhere starts from it
-        gpus = float(resources.get("GPU", 0))
-        if options.resume:
-            say(f"resuming the {kind.KIND} search {exp_dir} ({record.get('budget_mode')} budget)")
-            mirror.moved(reconcile.reconcile(exp_dir, record, say)["moves"])
-            _push(mirror, say)  # Tuner.restore reads the bucket
-            tuner = _restore_tuner(kind, spec, exp_dir, gpus, ray_storage_path(options, exp_dir))
-        else:
-            spec = kind.size(spec, options, gpus, say)
-            plan = kind.plan(spec, prepared, options)
-            for message in plan.messages:
-                say(message)
-            study_name = f"{exp_dir.name}-{uuid.uuid4().hex[:8]}"
-            record = {**base_record(spec, kind.KIND, options, gpus, study_name, kind.TIME_ATTR), **plan.record}
-            write_record(exp_dir, spec, record)
-            tuner = build_tuner(
-                spec,
-                plan,
-                exp_dir,
-                gpus,
-                study_name,
-                options.max_failures,
-                ray_storage_path(options, exp_dir),
-                _tracking(options.mlflow, exp_dir),
-            )
+        spec, tuner = tuner_for(float(resources.get("GPU", 0)))
         say(f"results: {exp_dir}")
         with snapshots.frequent_snapshots(exp_dir, spec.budget.num_trials):
             try:
@@ -132,9 +167,9 @@ def run_search(spec: SearchSpec, options: SearchOptions, say: Say = print):
                     f"{exp_dir}: {full}; the search stopped and what was saved is kept: free space there, "
                     f"then run the same command with --resume"
                 ) from None
-        if options.resume:
-            reconcile.tell_resumed(exp_dir, record, results, spec.metric, say)
-    return spec, exp_dir, results
+        if after is not None:
+            after(results)
+    return spec, results
 
 
 def _checked(exp_dir: Path, options: SearchOptions, say: Say) -> Mirror:

@@ -39,7 +39,7 @@ BUDGET_KEYS = ("num_trials", "max_concurrent", "iterations", "eval_every", "eval
 SCHEDULER_PREVIEW_KEYS = ("grace_period", "reduction_factor")
 SAMPLER_SECTION_KEYS = ("num_trials", "max_concurrent", "samples", "params", "preview")
 SAMPLER_PREVIEW_KEYS = ("num_trials", "max_concurrent", "samples", "params")
-# quality.evaluate needs more samples than its k-NN neighbourhoods
+# quality.point_metrics needs more samples than its k-NN neighbourhoods
 MIN_SAMPLES = 6
 CONFIRM_KEYS = ("top_k", "seeds", "samples")
 CONFIRM_MAX_SEEDS = 100  # trainables.confirm_task keeps this many noise streams apart

@@ -98,7 +98,7 @@ def _reproduce(best: CheckpointInfo) -> None:
     samples, n_evals = draw_samples(
         frozen.score_fn(), frozen.trainer.sigmas, best.samples, 28, record["config"], None, seed, frozen.trainer.device
     )
-    scores = quality.evaluate(samples, seed=0)
+    scores = quality.point_metrics(samples, seed=0)
     assert scores["protocol_id"] == best.protocol_id
     assert scores["kid"] == pytest.approx(best.value, rel=1e-4)
     assert n_evals == best.num_levels * record["config"]["n_steps_each"] + int(record["config"]["denoise"])

@@ -1,5 +1,5 @@
 """Intervals of every evaluation (trainables/scoring/intervals.py): the resampled formulas against
-trainables.scoring.quality.evaluate, the interval rules, and coverage in a simulation whose truth is known
+trainables.scoring.quality.point_metrics, the interval rules, and coverage in a simulation whose truth is known
 (trainables/tools/known_answers.py)."""
 
 import math
@@ -30,7 +30,7 @@ def digits():
 @pytest.mark.parametrize("case", ["real", "blurred"])
 def test_a_row_of_ones_gives_the_values_evaluate_reports(digits, case):
     images = digits[case]
-    reported = quality.evaluate(images)
+    reported = quality.point_metrics(images)
     feats, logits = quality.embed(images, "cpu")
     side = intervals.reference_side(len(images), 0)
     ones = torch.ones(1, len(images), dtype=torch.float64)
@@ -49,7 +49,7 @@ def test_evaluate_reports_an_interval_around_each_value_and_how_it_was_made(digi
         assert result[lo_key(name)] < result[name] < result[hi_key(name)], name
     assert result[hi_key("fid")] < result["fid"]
     assert result[INTERVALS]["resamples"] == 200 and result[INTERVALS]["level"] == 0.95
-    without = quality.evaluate(digits["real"])
+    without = quality.point_metrics(digits["real"])
     assert lo_key("kid") not in without and INTERVALS not in without
     assert without["protocol_id"] == result["protocol_id"]  # intervals change no value
 

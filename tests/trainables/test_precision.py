@@ -165,9 +165,9 @@ def test_amp_is_part_of_the_evaluation_protocol(images):
     from trainables.scoring import quality
 
     samples = images.float()[:8] / 255
-    plain = quality.evaluate(samples)
+    plain = quality.point_metrics(samples)
     runtime = rt.resolve(TrainConfig(amp="fp16", device="cpu"), torch.device("cpu"))
-    tagged = quality.evaluate(samples, precision=rt.protocol_precision(runtime, amp_levels=10))
+    tagged = quality.point_metrics(samples, precision=rt.protocol_precision(runtime, amp_levels=10))
     assert tagged["protocol"]["precision"] == {"amp": "fp16", "amp_min_sigma": 0.0}
     assert tagged["protocol_id"] != plain["protocol_id"]
     assert tagged["kid"] == plain["kid"] and tagged["fid"] == plain["fid"]  # the scores are the same

@@ -187,7 +187,7 @@ class Runtime:
 
 
 def protocol_precision(runtime: Runtime, amp_levels: int) -> dict | None:
-    """What :func:`trainables.scoring.quality.evaluate` records in the protocol about the samples'
+    """What :func:`trainables.scoring.quality.point_metrics` records in the protocol about the samples'
     arithmetic: None for fp32 (nothing changes), else the amp design (which precision, above
     which sigma)."""
     if runtime.amp == "off" or amp_levels == 0:

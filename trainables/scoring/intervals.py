@@ -1,6 +1,6 @@
 """95% intervals that include the noise of the generated sample, on every evaluation.
 
-Every metric of :func:`trainables.scoring.quality.evaluate` is computed against FIXED reference statistics:
+Every metric of :func:`trainables.scoring.quality.point_metrics` is computed against FIXED reference statistics:
 the MNIST test features (mean, covariance), the KID reference subsets and the k-NN reference
 manifold, all fixed by the protocol's seed and sample count. What moves a value from one evaluation
 to the next is therefore the sample of N generated images, and that is what the intervals here
@@ -15,7 +15,7 @@ of per-image terms computed once, so B resamples cost B weighted sums, not B eva
   xy(c) = sum_i c_i r_i / N with r_i the image's kernel against the reference, weighted by how
   often each reference point enters a subset; xx(c) = (c'Kc - sum_i c_i^2 k_ii) / (N^2 - sum c_i^2),
   the mean kernel over pairs of distinct images (a copy is not paired with itself). At c = 1 this
-  is exactly the value :func:`trainables.scoring.quality.evaluate` reports whenever its KID subsets hold
+  is exactly the value :func:`trainables.scoring.quality.point_metrics` reports whenever its KID subsets hold
   the whole sample (N <= subset size, 1,000); above that it is the full-sample U-statistic, the
   same expectation with less subset noise.
 - Precision, density: means over images of a fixed per-image term (in the real k-NN manifold; the
@@ -26,7 +26,7 @@ of per-image terms computed once, so B resamples cost B weighted sums, not B eva
 - Inception Score, class coverage: weighted means of the classifier's per-image terms.
 
 At c = 1 every formula returns the sample's own value (tests check it against
-:func:`trainables.scoring.quality.evaluate`).
+:func:`trainables.scoring.quality.point_metrics`).
 
 Two interval rules, chosen per metric by what its value estimates (:data:`RULES`):
 
@@ -131,7 +131,7 @@ def reference_side(
     n_subsets: int = quality.DEFAULT_N_SUBSETS,
     subset_size: int = quality.DEFAULT_SUBSET_SIZE,
 ) -> ReferenceSide:
-    """The fixed side of :func:`trainables.scoring.quality.evaluate` for ``n`` images (the same KID
+    """The fixed side of :func:`trainables.scoring.quality.point_metrics` for ``n`` images (the same KID
     subsets, manifold subsets and radii), kept in memory: every evaluation of a trial reuses it."""
     device = str(device)
     ref = reference if reference is not None else quality.mnist_test_reference(device)
@@ -434,7 +434,7 @@ def evaluate_features(
     resamples: int = DEFAULT_RESAMPLES,
     precision: dict | None = None,
 ) -> dict:
-    """:func:`trainables.scoring.quality.evaluate_features` plus the 95% interval of every metric
+    """:func:`trainables.scoring.quality.point_metrics_of_features` plus the 95% interval of every metric
     (``<metric>_lo``, ``<metric>_hi``: :func:`sample_intervals` with ``resamples`` draws) and how
     they were made (``intervals``, :func:`interval_record`). The intervals are no part of the
     protocol: they change no value. ``resamples`` = 0 adds nothing."""
@@ -442,7 +442,7 @@ def evaluate_features(
         raise ValueError(f"resamples={resamples}: must be >= 0 (0 for no intervals)")
     device = str(features.device)
     ref = reference if reference is not None else quality.mnist_test_reference(device)
-    metrics = quality.evaluate_features(features, logits, ref, seed, n_subsets, subset_size, precision)
+    metrics = quality.point_metrics_of_features(features, logits, ref, seed, n_subsets, subset_size, precision)
     if resamples:
         side = reference_side(len(features), seed, ref, device, n_subsets, subset_size)
         bounds = sample_intervals(features, logits, side, resamples)
@@ -462,7 +462,7 @@ def evaluate(
     resamples: int = DEFAULT_RESAMPLES,
     precision: dict | None = None,
 ) -> dict:
-    """Score samples as :func:`trainables.scoring.quality.evaluate` does (same arguments, same values),
+    """Score samples as :func:`trainables.scoring.quality.point_metrics` does (same arguments, same values),
     with the 95% intervals of :func:`evaluate_features`. What every trial reports."""
     quality.check_images(images)
     features, logits = quality.embed(images, str(device))

@@ -1,6 +1,6 @@
 """Sample quality of MNIST images on the features of the fixed feature network.
 
-``evaluate(images)`` scores a batch of samples against a reference set (by default the 10,000
+``point_metrics(images)`` scores a batch of samples against a reference set (by default the 10,000
 MNIST test images) and returns FID, KID, the classifier-based Inception Score, precision / recall,
 density / coverage and class coverage, with a ``protocol`` record. Numbers are comparable only
 under one protocol (same feature network, reference set, N, seed and settings): rank with
@@ -272,7 +272,7 @@ def kernel_distance(
     """KID: mean and population std of :func:`mmd2_unbiased` over the :func:`kid_subsets` pairs.
 
     ``sample`` [N, d], ``reference`` [M, d]; returns (mean, std, m). Kernels are evaluated in the
-    features' dtype (float32 in :func:`evaluate`) and summed in float64. ``reference_terms``:
+    features' dtype (float32 in :func:`point_metrics`) and summed in float64. ``reference_terms``:
     :func:`reference_kid_terms` for these subsets, if already known (they depend only on the
     reference and the seed). When m == N every sample subset is the whole sample, so the sample
     term is computed once and the cross term is a mean of per-reference-point sums: the same value
@@ -386,7 +386,7 @@ def check_images(images, name: str = "images") -> None:
         raise ValueError(f"{name}: values must lie in [0, 1], got min {lo:.4g} max {hi:.4g}; clamp samples first")
 
 
-def evaluate_features(
+def point_metrics_of_features(
     features: torch.Tensor,
     logits: torch.Tensor,
     reference: Reference | None = None,
@@ -395,7 +395,7 @@ def evaluate_features(
     subset_size: int = DEFAULT_SUBSET_SIZE,
     precision: dict | None = None,
 ) -> dict:
-    """:func:`evaluate` of images already embedded by :func:`embed` (features [N, 64], logits
+    """:func:`point_metrics` of images already embedded by :func:`embed` (features [N, 64], logits
     [N, 10], both on the device to score on)."""
     n = len(features)
     if n <= max(PR_K, DC_K):
@@ -444,7 +444,7 @@ def evaluate_features(
     }
 
 
-def evaluate(
+def point_metrics(
     images: torch.Tensor,
     n_subsets: int = DEFAULT_N_SUBSETS,
     subset_size: int = DEFAULT_SUBSET_SIZE,
@@ -453,14 +453,15 @@ def evaluate(
     reference: Reference | None = None,
     precision: dict | None = None,
 ) -> dict:
-    """Score samples: float images [N, 1, 28, 28] in [0, 1], N >= 6.
+    """The point value of every metric of samples: float images [N, 1, 28, 28] in [0, 1], N >= 6.
+    The one public scoring function is :func:`trainables.scoring.intervals.evaluate`, which adds
+    the 95% interval of every metric; this is its point half.
 
     ``reference`` defaults to the MNIST test set (:func:`mnist_test_reference`). KID uses
     ``n_subsets`` subsets of min(``subset_size``, N, reference size) points; the manifold metrics
     use min(N, reference size) points per side, drawn with ``seed``. Returns plain Python values:
     fid, kid, kid_std, inception_score, precision, recall, density, coverage, class_coverage,
     class_histogram (10 counts), protocol (dict) and protocol_id (its :func:`protocol_id`).
-    :func:`trainables.scoring.intervals.evaluate` adds the 95% interval of every metric (what trials report).
     ``precision``: how the samples were computed where that changes them (a run under fp16 amp:
     ``{"amp": "fp16", "amp_min_sigma": 0.0}``, :func:`trainables.ncsn.runtime.protocol_precision`); it
     becomes part of the protocol, so results of different precisions are never ranked together. None (fp32)
@@ -468,4 +469,4 @@ def evaluate(
     """
     check_images(images)
     features, logits = embed(images, str(device))
-    return evaluate_features(features, logits, reference, seed, n_subsets, subset_size, precision)
+    return point_metrics_of_features(features, logits, reference, seed, n_subsets, subset_size, precision)

@@ -242,9 +242,9 @@ def _benchmark(n: int, repeats: int) -> dict:
     quality.mnist_test_reference("cpu")
     quality._net("cpu")
     setup = time.perf_counter() - start
-    times: dict[str, list[float]] = {"quality.evaluate": [], "intervals.evaluate": []}
+    times: dict[str, list[float]] = {"quality.point_metrics": [], "intervals.evaluate": []}
     for _ in range(repeats):
-        for name, fn in (("quality.evaluate", quality.evaluate), ("intervals.evaluate", intervals.evaluate)):
+        for name, fn in (("quality.point_metrics", quality.point_metrics), ("intervals.evaluate", intervals.evaluate)):
             start = time.perf_counter()
             fn(images)
             times[name].append(time.perf_counter() - start)
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--simulation-repeats={args.simulation_repeats}: must be at least 10")
     out: dict = {}
     if args.quality:
-        rows = {name: quality.evaluate(imgs) for name, imgs in known_answer_cases(args.n).items()}
+        rows = {name: quality.point_metrics(imgs) for name, imgs in known_answer_cases(args.n).items()}
         _print_table(rows)
         out["quality"] = rows
     if args.benchmark:
