@@ -30,6 +30,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from ray.tune.search.optuna import OptunaSearch
 
+from trainables.contract.params import noise_seed
+
 ALGORITHMS = ("tpe", "random")
 
 
@@ -43,7 +45,7 @@ class NumberSeeded(BaseSampler):
         self._per_trial: dict[int, BaseSampler] = {}
 
     def trial_seed(self, number: int) -> int:
-        return (self.seed * 1_000_003 + number) % 2**32
+        return noise_seed(self.seed, "proposals", number) % 2**32
 
     def _sampler(self, trial) -> BaseSampler:
         sampler = self._per_trial.get(trial.number)

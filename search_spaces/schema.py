@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainables.contract.params import NOISE_INDICES
+
 SPACES_DIR = Path(__file__).resolve().parent
 DATASETS = ("mnist",)
 SEARCHERS = ("tpe", "random")
@@ -42,7 +44,7 @@ SAMPLER_PREVIEW_KEYS = ("num_trials", "max_concurrent", "samples", "params")
 # quality.point_metrics needs more samples than its k-NN neighbourhoods
 MIN_SAMPLES = 6
 CONFIRM_KEYS = ("top_k", "seeds", "samples")
-CONFIRM_MAX_SEEDS = 100  # trainables.confirm_task keeps this many noise streams apart
+CONFIRM_MAX_SEEDS = NOISE_INDICES  # the confirmation's noise streams stay apart for this many seeds
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ trial's own settings) and scores them with :func:`trainables.scoring.intervals.e
 protocol seed, intervals included, plus FID_inf (:func:`trainables.scoring.compare.fid_infinity`).
 
 Paired noise: seed s of every trial starts from the same initial noise (and the same Langevin noise
-where the samplers take the same steps): chunk c of seed s is drawn with :func:`confirm_stream_seed`,
+where the samplers take the same steps): chunk c of seed s is drawn by :func:`trainables.sampling.draw` with
+``noise_seed(search seed, "confirmation", s, c)`` (:func:`trainables.contract.params.noise_seed`),
 which depends only on the search seed, s and c, never on the trial. The task returns its record,
 the features and logits of its samples (the driver bootstraps trials against each other on them)
 and a PNG of the first 64 samples; the driver writes them into the experiment folder.
@@ -26,22 +27,10 @@ from typing import Any
 import torch
 
 from trainables.contract.metrics import METRICS
+from trainables.contract.params import NOISE_STREAMS
 from trainables.scoring import compare, intervals, quality
 
-# Offset of the confirmation's noise streams from the search's (the training trainable uses
-# seed * 1_000_003 + evaluation index, the sampler search + 100_000 + 1_000 * look + chunk), so
-# the confirmation never reuses the noise a trial was ranked on.
-_STREAM_OFFSET = 500_000
-MAX_SEEDS = 100  # seed indices below this keep the streams apart (1_000 chunks each)
 MAX_BATCH = 500  # chains sampled at once (bounds memory); part of the noise stream's definition
-
-
-def confirm_stream_seed(search_seed: int, seed_index: int, chunk: int) -> int:
-    """Seed of the initial noise of chunk ``chunk`` of confirmation seed ``seed_index``: the same for
-    every trial (paired samples)."""
-    if not 0 <= seed_index < MAX_SEEDS or not 0 <= chunk < 1_000:
-        raise ValueError(f"seed_index={seed_index}, chunk={chunk}: must lie in [0, {MAX_SEEDS}) and [0, 1000)")
-    return search_seed * 1_000_003 + _STREAM_OFFSET + 1_000 * seed_index + chunk
 
 
 def _png(images: torch.Tensor) -> bytes:
@@ -65,8 +54,10 @@ def confirm_sample(job: dict[str, Any]) -> dict[str, Any]:
     "grid": PNG bytes}; a chain that went non-finite gives a record with ``diverged`` and no
     features.
     """
+    from trainables import sampling
+    from trainables.contract.params import noise_seed
     from trainables.ncsn import runtime as rt
-    from trainables.sampler_trainable import FrozenCheckpoint, draw_samples, ladder_levels, sampler_settings
+    from trainables.sampler_trainable import FrozenCheckpoint, ladder_levels, sampler_settings
 
     gpu_ids: list = []
     try:
@@ -85,24 +76,19 @@ def confirm_sample(job: dict[str, Any]) -> dict[str, Any]:
     score_fn = frozen.score_fn()
     n, seed = int(job["samples"]), int(job["seed"])
     size = trainer.config.image_size
-    parts, warmup, n_evals = [], 0.0, 0
-    start = time.perf_counter()
-    for chunk, first in enumerate(range(0, n, MAX_BATCH)):
-        count = min(MAX_BATCH, n - first)
-        warmup += score_fn.warm(torch.zeros(count, 1, size, size, device=trainer.device))
-        part, n_evals = draw_samples(
-            score_fn,
-            trainer.sigmas,
-            count,
-            size,
-            settings,
-            levels,
-            confirm_stream_seed(int(job["search_seed"]), seed, chunk),
-            trainer.device,
-        )
-        parts.append(part)
-    samples = torch.cat(parts)
-    sample_seconds = time.perf_counter() - start - warmup
+    drawn = sampling.draw(
+        score_fn,
+        trainer.sigmas,
+        n,
+        size,
+        sampling.SamplerSettings.of(settings),
+        lambda chunk: noise_seed(int(job["search_seed"]), "confirmation", seed, chunk),
+        trainer.device,
+        levels=levels,
+        max_batch=MAX_BATCH,
+    )
+    samples, n_evals = drawn.samples, drawn.n_evals
+    warmup, sample_seconds = drawn.warmup_seconds, drawn.sample_seconds
     frozen.assert_untouched()
     record: dict[str, Any] = {
         "trial_id": job["trial_id"],
@@ -118,9 +104,13 @@ def confirm_sample(job: dict[str, Any]) -> dict[str, Any]:
         "sample_seconds": sample_seconds,
         "warmup_seconds": warmup,
         "device": str(trainer.device),
-        "noise": {"search_seed": int(job["search_seed"]), "max_batch": MAX_BATCH, "offset": _STREAM_OFFSET},
+        "noise": {
+            "search_seed": int(job["search_seed"]),
+            "max_batch": MAX_BATCH,
+            "offset": NOISE_STREAMS["confirmation"][0],
+        },
     }
-    if not bool(torch.isfinite(samples).all()):
+    if not drawn.finite or not bool(torch.isfinite(samples).all()):
         record.update(diverged=True, stop_reason=f"non-finite samples (seed {seed})")
         record["metrics"] = {name: quality.worst_value(name) for name in METRICS}
         return {"record": record, "features": None, "logits": None, "grid": None}

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from trainables import sampling
 from trainables.contract.layout import (
     METRICS_FILE,
     RUNTIME_KEY,
@@ -53,9 +54,9 @@ from trainables.contract.params import (
     check_keys,
     ladder_levels,
     names,
+    noise_seed,
 )
 from trainables.ncsn import runtime as rt
-from trainables.ncsn.langevin import anneal_langevin
 from trainables.ncsn.sigmas import snr_of_step
 from trainables.ncsn.train import CheckpointError, TrainConfig, Trainer, read_state
 from trainables.scoring import intervals, quality
@@ -65,9 +66,6 @@ from trainables.tune_trainable import restored_folder
 # search's runtime settings (how this trial samples, whatever the training run used).
 CHECKPOINT_KEY = "checkpoint"
 TRIAL_KEYS = (CHECKPOINT_KEY, *SAMPLER_PARAMS, *SPEC_RUNTIME)
-# Offset of the sampler search's noise streams from the training trainable's (seed * 1_000_003 +
-# evaluation index), so no look reuses the noise a checkpoint was first scored with.
-_STREAM_OFFSET = 100_000
 _RUNTIME_FIELDS = names(RUNTIME)
 
 
@@ -189,48 +187,6 @@ def sampler_settings(trained_with: Mapping[str, Any], config: Mapping[str, Any])
     return settings
 
 
-def draw_samples(
-    score_fn,
-    sigmas: torch.Tensor,
-    n: int,
-    image_size: int,
-    settings: Mapping[str, Any],
-    levels: tuple[int, ...] | None,
-    seed: int,
-    device: torch.device,
-) -> tuple[torch.Tensor, int]:
-    """``n`` samples by annealed Langevin from U[0, 1) noise drawn with a generator seeded ``seed``.
-
-    Returns (float32 [n, 1, 28, 28] on the CPU, clamped to [0, 1], centre-cropped from 32x32
-    where the network works at 32; network evaluations per sample). With ``levels=None`` and the
-    seed of an evaluation of :mod:`trainables.tune_trainable` this draws exactly the samples that
-    evaluation scored.
-    """
-    gen = torch.Generator(device=device).manual_seed(seed)
-    x_init = torch.rand(n, 1, image_size, image_size, generator=gen, device=device)
-    result = anneal_langevin(
-        score_fn,
-        x_init,
-        sigmas,
-        step_lr=float(settings["step_lr"]),
-        n_steps_each=int(settings["n_steps_each"]),
-        denoise=bool(settings["denoise"]),
-        generator=gen,
-        levels=levels,
-    )
-    samples = result.samples.float().clamp(0.0, 1.0)
-    if image_size != 28:  # the feature network sees MNIST's 28x28
-        crop = (image_size - 28) // 2
-        samples = samples[..., crop : crop + 28, crop : crop + 28]
-    return samples.cpu(), int(result.n_evals)
-
-
-def stream_seed(seed: int, look: int, chunk: int) -> int:
-    """Seed of the noise for chunk ``chunk`` of look ``look``: shared by every trial of a search,
-    so all samplers start from the same noise (common random numbers)."""
-    return seed * 1_000_003 + _STREAM_OFFSET + 1_000 * look + chunk
-
-
 def _finite_or_worst(name: str, value: float) -> float:
     # Optuna rejects NaN and would leave the trial RUNNING forever.
     value = float(value)
@@ -326,31 +282,24 @@ def sampler_trainable(config: dict[str, Any], budget: SamplerBudget) -> None:
         if look < counters["looks"]:
             continue  # scored before an interruption: its samples came back from the checkpoint
         have = 0 if samples is None else len(samples)
-        size = trainer.config.image_size
-        warmup = 0.0
-        start = time.perf_counter()
-        parts = [] if samples is None else [samples]
-        for chunk, first in enumerate(range(have, target, budget.max_batch)):
-            # compilation / graph capture for a new batch shape: not sampling time
-            shape = (min(budget.max_batch, target - first), 1, size, size)
-            warmup += score_fn.warm(torch.zeros(shape, device=trainer.device))
-            part, n_evals = draw_samples(
-                score_fn,
-                trainer.sigmas,
-                min(budget.max_batch, target - first),
-                trainer.config.image_size,
-                settings,
-                levels,
-                stream_seed(budget.seed, look, chunk),
-                trainer.device,
-            )
-            parts.append(part)
-        samples = torch.cat(parts)
-        counters["sample_seconds"] += time.perf_counter() - start - warmup
-        counters["warmup_seconds"] += warmup
+        drawn = sampling.draw(
+            score_fn,
+            trainer.sigmas,
+            target - have,
+            trainer.config.image_size,
+            sampling.SamplerSettings.of(settings),
+            lambda chunk, look=look: noise_seed(budget.seed, "sampler", look, chunk),
+            trainer.device,
+            levels=levels,
+            max_batch=budget.max_batch,
+        )
+        samples = drawn.samples if samples is None else torch.cat([samples, drawn.samples])
+        n_evals = drawn.n_evals
+        counters["sample_seconds"] += drawn.sample_seconds
+        counters["warmup_seconds"] += drawn.warmup_seconds
         counters["sample_evals_total"] += n_evals * (target - have)
         frozen.assert_untouched()
-        if not torch.isfinite(samples).all():
+        if not drawn.finite or not torch.isfinite(samples).all():
             # A step too large for the score sends the chain to NaN: the worst value, never a
             # NaN, goes to the searcher, and the trial ends here.
             worst = {name: quality.worst_value(name) for name in quality.METRICS}

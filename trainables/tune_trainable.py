@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from trainables import sampling
 from trainables.contract import params
 from trainables.contract.data import load_mnist
 from trainables.contract.layout import (
@@ -37,8 +38,8 @@ from trainables.contract.layout import (
     surviving_checkpoint,
 )
 from trainables.contract.metrics import hi_key, interval_keys, lo_key
+from trainables.contract.params import noise_seed
 from trainables.ncsn import runtime as rt
-from trainables.ncsn.langevin import anneal_langevin
 from trainables.ncsn.sigmas import snr_of_step
 from trainables.ncsn.train import CheckpointError, TrainConfig, Trainer, read_state
 from trainables.scoring import intervals, quality
@@ -78,46 +79,33 @@ def sample_and_score(trainer: Trainer, config: dict[str, Any], budget: Budget, e
     The sampler's random stream depends only on the search seed and the evaluation index, so two
     trials evaluated at the same point start from the same noise.
     """
-    device = trainer.device
-    gen = torch.Generator(device=device).manual_seed(budget.seed * 1_000_003 + eval_index)
-    size = trainer.config.image_size
-    x_init = torch.rand(budget.eval_samples, 1, size, size, generator=gen, device=device)
     step_lr = float(config["step_lr"])
-    score = trainer.score_fn(use_ema=True)
-    warmup_seconds = score.warm(x_init)  # compilation / graph capture: not sampling time
-    start = time.perf_counter()
-    result = anneal_langevin(
-        score,
-        x_init,
+    drawn = sampling.draw(
+        trainer.score_fn(use_ema=True),
         trainer.sigmas,
-        step_lr=step_lr,
-        n_steps_each=int(config["n_steps_each"]),
-        denoise=bool(config.get("denoise", False)),
+        budget.eval_samples,
+        trainer.config.image_size,
+        sampling.SamplerSettings.of(config),
+        lambda chunk: noise_seed(budget.seed, "evaluation", eval_index, chunk),
+        trainer.device,
         n_frames=min(budget.n_frames, trainer.config.num_levels * int(config["n_steps_each"])),
-        generator=gen,
     )
-    if not bool(torch.isfinite(result.samples).all()):
+    if not drawn.finite:
         return None  # the chain blew up (step_lr too large for this ladder)
-    samples = result.samples.float().clamp(0.0, 1.0)
-    if size != 28:  # the feature network sees MNIST's 28x28
-        crop = (size - 28) // 2
-        samples = samples[..., crop : crop + 28, crop : crop + 28]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    sample_seconds = time.perf_counter() - start
+    samples = drawn.samples
     start = time.perf_counter()
     metrics = intervals.evaluate(
-        samples.cpu(), seed=budget.seed, precision=rt.protocol_precision(trainer.runtime, trainer.amp_levels)
+        samples, seed=budget.seed, precision=rt.protocol_precision(trainer.runtime, trainer.amp_levels)
     )
     score_seconds = time.perf_counter() - start
-    snr = result.snr.float().cpu()
+    snr = drawn.snr.float().cpu()
     return {
         "metrics": metrics,
-        "samples": samples.cpu(),
-        "frames": [f[:8].float().clamp(0, 1).cpu() for f in result.frames],
-        "n_evals": int(result.n_evals),
-        "sample_seconds": sample_seconds,
-        "sample_warmup_seconds": warmup_seconds,
+        "samples": samples,
+        "frames": [f[:8].float().clamp(0, 1).cpu() for f in drawn.frames],
+        "n_evals": drawn.n_evals,
+        "sample_seconds": drawn.sample_seconds,
+        "sample_warmup_seconds": drawn.warmup_seconds,
         "score_seconds": score_seconds,
         "snr_first": float(snr[0]),
         "snr_last": float(snr[-1]),

@@ -7,8 +7,8 @@ is given, or on demand with ``python platform/confirm.py <experiment> --top-k K 
 --samples N``) this stage takes the best checkpoint of each of the top K trials and of the warm
 starts' trials (the 2019 and NCSNv2 settings of a joint search; the trained-with and technique-4
 samplers of a sampler search), and samples each again with S sampler seeds of N images: seed s
-of every trial starts from the same initial noise (:func:`trainables.confirm_task.confirm_stream_seed`),
-so the trials are paired. It never trains.
+of every trial starts from the same initial noise (:func:`trainables.contract.params.noise_seed`,
+stream "confirmation"), so the trials are paired. It never trains.
 
 Each (trial, seed) is one Ray task with the trials' resources
 (:func:`trainables.confirm_task.confirm_sample`); the driver writes its result into
@@ -148,7 +148,7 @@ class ConfirmPlan:
                 "samples": self.settings.samples,
                 "seeds": self.settings.seeds,
                 "quality_seed": self.search_seed,
-                "noise": "seed s of every trial: trainables.confirm_task.confirm_stream_seed(search seed, s, chunk)",
+                "noise": "seed s of every trial: noise_seed(search seed, 'confirmation', s, chunk)",
                 "sampling": "a joint trial's trained-with sampler on its full ladder; a sampler trial's own",
                 "weights": "the EMA weights where the run kept an average",
                 "intervals": f"bootstrap over the generated images, {self.settings.resamples} draws, paired per seed",

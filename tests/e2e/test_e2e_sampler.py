@@ -89,15 +89,24 @@ def test_trained_with_sampler_reproduces_the_original_score(smoke_experiment):
 
 
 def _reproduce(best: CheckpointInfo) -> None:
-    from trainables.sampler_trainable import FrozenCheckpoint, draw_samples
+    from trainables import sampling
+    from trainables.contract.params import noise_seed
+    from trainables.sampler_trainable import FrozenCheckpoint
     from trainables.scoring import quality
 
     frozen = FrozenCheckpoint(best.path, "cpu")
     record = json.loads((best.path / "metrics.json").read_text())
-    seed = 0 * 1_000_003 + record["counters"]["evaluations"]  # tune_trainable's stream of that evaluation
-    samples, n_evals = draw_samples(
-        frozen.score_fn(), frozen.trainer.sigmas, best.samples, 28, record["config"], None, seed, frozen.trainer.device
+    evaluation = record["counters"]["evaluations"]  # the frozen path, on the joint trial's stream of that evaluation
+    drawn = sampling.draw(
+        frozen.score_fn(),
+        frozen.trainer.sigmas,
+        best.samples,
+        28,
+        sampling.SamplerSettings.of(record["config"]),
+        lambda chunk: noise_seed(0, "evaluation", evaluation, chunk),
+        frozen.trainer.device,
     )
+    samples, n_evals = drawn.samples, drawn.n_evals
     scores = quality.point_metrics(samples, seed=0)
     assert scores["protocol_id"] == best.protocol_id
     assert scores["kid"] == pytest.approx(best.value, rel=1e-4)

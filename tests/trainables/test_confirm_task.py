@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 
-from trainables.confirm_task import confirm_sample, confirm_stream_seed
+from trainables.confirm_task import confirm_sample
 from trainables.contract.data import load_mnist
 from trainables.contract.layout import METRICS_FILE, STATE_FILE
 from trainables.contract.metrics import METRICS, hi_key, lo_key
+from trainables.contract.params import noise_seed
 from trainables.ncsn.train import TrainConfig, Trainer
 from trainables.sampler_trainable import FrozenCheckpoint
 
@@ -83,9 +84,14 @@ def test_the_noise_is_the_seed_s_whatever_the_trial(checkpoint):
     assert torch.equal(first["features"], again["features"])
     other_seed = confirm_sample(_job(checkpoint, seed=1))
     assert not torch.equal(first["features"], other_seed["features"])
-    assert confirm_stream_seed(0, 1, 0) != confirm_stream_seed(0, 0, 0) != confirm_stream_seed(1, 0, 0)
-    with pytest.raises(ValueError, match="seed_index=100"):
-        confirm_stream_seed(0, 100, 0)
+    seeds = [
+        noise_seed(0, "confirmation", 1, 0),
+        noise_seed(0, "confirmation", 0, 0),
+        noise_seed(1, "confirmation", 0, 0),
+    ]
+    assert len(set(seeds)) == 3
+    with pytest.raises(ValueError, match="confirmation noise: index=100"):
+        noise_seed(0, "confirmation", 100, 0)
 
 
 def test_a_sampler_trial_samples_with_its_own_settings(checkpoint):

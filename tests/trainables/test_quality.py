@@ -16,13 +16,13 @@ from trainables.scoring.feature_net import FEATURE_NET_SHA256, NUM_FEATURES, loa
 from trainables.scoring.quality import (
     METRICS,
     class_coverage,
-    evaluate,
     frechet_distance,
     inception_score,
     kernel_distance,
     manifold_metrics,
     metric_mode,
     mmd2_unbiased,
+    point_metrics,
     protocol_id,
     reference_from_images,
     worst_value,
@@ -220,7 +220,7 @@ def test_class_coverage_known_values():
     assert value == pytest.approx(math.log(2) / math.log(10)) and hist[1] == hist[8] == 2
 
 
-# --- evaluate(): input checks, protocol, known answers --------------------------------------------
+# --- point_metrics(): input checks, protocol, known answers --------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -235,7 +235,7 @@ def test_class_coverage_known_values():
 )
 def test_evaluate_rejects_bad_images(bad, match):
     with pytest.raises(ValueError, match=match):
-        evaluate(bad)
+        point_metrics(bad)
 
 
 @pytest.fixture(scope="module")
@@ -246,12 +246,12 @@ def test_images():
 
 @pytest.fixture(scope="module")
 def cases():
-    return {name: evaluate(x) for name, x in known_answers.known_answer_cases(1000).items()}
+    return {name: point_metrics(x) for name, x in known_answers.known_answer_cases(1000).items()}
 
 
 def test_fid_of_identical_sets_is_zero(test_images):
     x = test_images[0][:1000]
-    r = evaluate(x, reference=reference_from_images(x))
+    r = point_metrics(x, reference=reference_from_images(x))
     assert abs(r["fid"]) < 1e-6
     # each sample sits on its own reference point
     assert r["precision"] == r["recall"] == r["coverage"] == 1.0
@@ -264,7 +264,7 @@ def test_half_of_test_set_against_the_other_half(test_images):
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(x), generator=g)
     half_a, half_b = x[perm[:5000]], x[perm[5000:]]
-    r = evaluate(half_a, reference=reference_from_images(half_b))
+    r = point_metrics(half_a, reference=reference_from_images(half_b))
     # the whole pipeline (network features -> FID) against torchmetrics fed the same network
     tm = FrechetInceptionDistance(feature=_NetFeatures(), reset_real_features=False)
     tm.update(half_b, real=True)
@@ -322,7 +322,7 @@ def test_single_class_histogram(cases):
 
 def test_protocol_record_and_determinism(test_images):
     x = test_images[0][:300]
-    a, b = evaluate(x, n_subsets=10, seed=3), evaluate(x, n_subsets=10, seed=3)
+    a, b = point_metrics(x, n_subsets=10, seed=3), point_metrics(x, n_subsets=10, seed=3)
     assert a == b
     p = a["protocol"]
     assert p["feature_net_sha256"] == FEATURE_NET_SHA256 and p["feature_dim"] == NUM_FEATURES
@@ -330,7 +330,7 @@ def test_protocol_record_and_determinism(test_images):
     assert (p["pr_k"], p["dc_k"]) == (3, 5)
     assert p["reference_sha256"] == quality._images_sha256(test_images[0])
     assert a["protocol_id"] == protocol_id(p)
-    c = evaluate(x, n_subsets=10, seed=4)
+    c = point_metrics(x, n_subsets=10, seed=4)
     assert c["kid"] != a["kid"] and c["protocol_id"] != a["protocol_id"]
     assert c["fid"] == a["fid"]  # FID draws no subsets
 
@@ -357,11 +357,11 @@ def test_reference_statistics_cached_on_disk_by_network_hash(tmp_path, monkeypat
 
         # KID's reference terms (the costly part of a first evaluation) persist too
         x = test_images[0][:100]
-        scored = evaluate(x, n_subsets=5, seed=11)
+        scored = point_metrics(x, n_subsets=5, seed=11)
         assert (tmp_path / f"mnist-test-{FEATURE_NET_SHA256[:16]}-kid-seed11-5x100.pt").is_file()
         quality._KID_TERMS.clear()
         monkeypatch.setattr(quality, "reference_kid_terms", no_data)
-        assert evaluate(x, n_subsets=5, seed=11) == scored
+        assert point_metrics(x, n_subsets=5, seed=11) == scored
     finally:
         quality.mnist_test_reference.cache_clear()
         quality._KID_TERMS.clear()

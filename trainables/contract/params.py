@@ -286,3 +286,32 @@ def nfe_per_sample(num_levels: int, settings: dict) -> int:
     levels it visits (:func:`ladder_levels`) x ``n_steps_each``, +1 for the final denoising step."""
     levels = ladder_levels(num_levels, int(settings.get("skip_levels", 0)), int(settings.get("level_stride", 1)))
     return len(levels) * int(settings["n_steps_each"]) + int(bool(settings.get("denoise")))
+
+
+# The noise streams of a search: seed = search seed x 1_000_003 + offset + stride x index + chunk.
+# Every trial and task of a search draws a stream's numbers alike, so two trials evaluated at the
+# same point start from the same noise (common random numbers), whichever code draws them; the
+# offsets keep the streams apart (the confirmation never reuses the noise a trial was ranked on).
+NOISE_STREAMS = {
+    "training": (0, 1),  # the trainer's generator after a resume: index = the step
+    "evaluation": (0, 1),  # a joint trial's evaluation: index = the evaluation's number, one chunk
+    "sampler": (100_000, 1_000),  # a sampler trial's look: index = the look, chunks of max_batch
+    "confirmation": (500_000, 1_000),  # a confirmation seed: index = the seed's number
+    "proposals": (0, 1),  # Optuna's sampler for trial number index (search.searcher.NumberSeeded)
+}
+NOISE_INDICES = 100  # indices of a chunked stream below this keep the streams apart
+NOISE_CHUNKS = 1_000  # chunks per index of a chunked stream
+
+
+def noise_seed(search_seed: int, stream: str, index: int, chunk: int = 0) -> int:
+    """The seed of chunk ``chunk`` of item ``index`` of the noise stream ``stream``
+    (:data:`NOISE_STREAMS`) of a search seeded ``search_seed``: the one place these seeds are
+    made. ``ValueError`` for an index or chunk that would run into another stream."""
+    offset, stride = NOISE_STREAMS[stream]
+    if stride > 1 and not (0 <= index < NOISE_INDICES and 0 <= chunk < NOISE_CHUNKS):
+        raise ValueError(
+            f"{stream} noise: index={index}, chunk={chunk} must lie in [0, {NOISE_INDICES}) and [0, {NOISE_CHUNKS})"
+        )
+    if stride == 1 and chunk:
+        raise ValueError(f"{stream} noise is drawn in one chunk (chunk={chunk})")
+    return int(search_seed) * 1_000_003 + offset + stride * int(index) + int(chunk)

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from trainables.contract.params import SETTINGS, check_keys
+from trainables.contract.params import SETTINGS, check_keys, noise_seed
 from trainables.ncsn import runtime as rt
 from trainables.ncsn.arithmetic import computing, needs_grad_scaler
 from trainables.ncsn.ema import EMA
@@ -430,7 +430,7 @@ class Trainer:
                 f"{self.device.type}: reseeding from (seed, step); the run will not repeat bit for bit",
                 stacklevel=2,
             )
-            self.generator.manual_seed(self.config.seed * 1_000_003 + self.step)
+            self.generator.manual_seed(noise_seed(self.config.seed, "training", self.step))
         if rng.get("cuda") and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"][0].cpu(), self.device)
         self._reset_accumulators()
