@@ -32,40 +32,18 @@ def on_trial_resources(fn: Callable, resources: Mapping[str, float], copies: int
     return ray.get([task.remote(*args) for _ in range(max(1, copies))])
 
 
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _eval_seconds(score, device, batch: int, image_size: int, level: int, repeats: int = 2) -> float:
-    """Seconds of one network evaluation of ``batch`` images at ``level``, after a warm-up call."""
-    import torch
-
-    x = torch.rand(batch, 1, image_size, image_size, device=device)
-    idx = torch.full((batch,), level, dtype=torch.long, device=device)
-    fn = score.at_level(level)
-    with torch.inference_mode():
-        fn(x, idx)
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn(x, idx)
-        _sync(device)
-    return (time.perf_counter() - start) / repeats
-
-
 def _per_image_eval(trainer, batch: int) -> float:
     """Seconds per image per network pass of the sampler, the amp and fp32 levels weighted by
     their share of the ladder."""
+    from trainables.ncsn.timing import level_pass
+
     score = trainer.score_fn(use_ema=True)
     L, k = trainer.config.num_levels, trainer.amp_levels
     size = trainer.config.image_size
     total = 0.0
     for level, share in ((0, k), (L - 1, L - k)):
         if share:
-            total += share * _eval_seconds(score, trainer.device, batch, size, level)
+            total += share * level_pass(score, trainer.device, batch, level, repeats=2, size=size)[0]
     return total / L / batch
 
 

@@ -22,6 +22,7 @@ import torch
 
 from trainables.contract.params import ladder_levels, nfe_per_sample
 from trainables.ncsn.langevin import anneal_langevin
+from trainables.ncsn.timing import synchronize
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,6 @@ class Draw:
     sample_seconds: float
     snr: torch.Tensor | None = None
     frames: list[torch.Tensor] = field(default_factory=list)
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (a CUDA device); nothing on a CPU. Timings that end
-    here measure the work, not its launch."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def draw(

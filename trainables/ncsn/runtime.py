@@ -49,6 +49,7 @@ from typing import Any
 import torch
 
 from trainables.ncsn.arithmetic import DEFAULT_MIN_SIGMA, computing
+from trainables.ncsn.timing import synchronize
 
 # Environment variable inductor reads for its on-disk caches (FX graphs, AOTAutograd, kernels).
 INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
@@ -416,8 +417,7 @@ class LevelScore:
         with torch.inference_mode():
             for level in sorted({0, self.num_levels - 1}):
                 self.at_level(level)(x, torch.full((x.shape[0],), level, dtype=torch.long, device=x.device))
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
+        synchronize(x.device)
         self._warm.add(key)
         return time.perf_counter() - start
 

@@ -42,6 +42,7 @@ from trainables.ncsn.ema import EMA
 from trainables.ncsn.loss import dequantize, dsm_loss
 from trainables.ncsn.model import CondRefineNetDilated
 from trainables.ncsn.sigmas import geometric_sigmas
+from trainables.ncsn.timing import synchronize
 
 CHECKPOINT_FORMAT = 1
 # Fields that fix the network's shape or meaning: a checkpoint only loads into a trainer that
@@ -326,8 +327,7 @@ class Trainer:
         return summary
 
     def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
 
     def _read_accumulators(self) -> dict[str, Any]:
         packed = torch.cat([self._loss_sum.view(1), self._nonfinite.view(1), self._level_sum, self._level_count]).cpu()

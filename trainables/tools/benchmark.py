@@ -28,8 +28,6 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -39,6 +37,7 @@ import torch
 from trainables.contract.data import load_mnist
 from trainables.ncsn.langevin import anneal_langevin
 from trainables.ncsn.model import CondRefineNetDilated
+from trainables.ncsn.timing import timed
 from trainables.ncsn.train import TrainConfig, Trainer, resolve_device
 from trainables.tools.baseline import SeedLoop, score_rel_diff, seed_network
 from trainables.tools.op_census import format_guards, step_guards
@@ -106,21 +105,6 @@ class FastLoop:
 
 
 # ------------------------------------------------------------------------------------- timing
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
-    """(wall seconds, this process's CPU seconds). CPU time is steadier on a shared machine;
-    it leaves out DataLoader worker processes, which flatters the baseline."""
-    _sync(device)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start, time.process_time() - cpu_start
-
-
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -220,11 +204,11 @@ def run_benchmark(settings: BenchmarkSettings, images: torch.Tensor | None = Non
                 continue
             iters, n_levels = work[name]
             images_evals = n_levels * s.n_steps_each * s.batch
-            wall, cpu = _timed(partial(loop.train, iters), device)
+            wall, cpu = timed(partial(loop.train, iters), device)
             rows[name]["train"].append(iters / wall)
             rows[name]["train_cpu"].append(cpu / iters)
             x0 = torch.rand(shape, device=device)
-            wall, cpu = _timed(partial(loop.sample, x0, s.step_lr, s.n_steps_each, levels=n_levels), device)
+            wall, cpu = timed(partial(loop.sample, x0, s.step_lr, s.n_steps_each, levels=n_levels), device)
             rows[name]["sample"].append(images_evals / wall)
             rows[name]["sample_cpu"].append(cpu / images_evals * 1e3)
             if progress is not None:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from trainables.ncsn import runtime as rt
+from trainables.ncsn.timing import level_pass, synchronize
 from trainables.ncsn.train import TrainConfig, Trainer
 
 # Spec-sheet dense bf16 tensor-core peaks (TFLOP/s) by device name fragment, most specific first.
@@ -177,17 +178,12 @@ def matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 20) -> flo
     a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     a @ b
-    sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    sync(device)
+    synchronize(device)
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -223,21 +219,8 @@ def steady_rate(trainer: Trainer, steps: int) -> tuple[float, float]:
 
 def sample_rate(score, device: torch.device, batch: int, level: int, evals: int, size: int = 28) -> tuple[float, float]:
     """(network evaluations x images / s at ``level``, seconds of the warm-up of its graph)."""
-    x = torch.rand(batch, 1, size, size, device=device)
-    idx = torch.full((batch,), level, dtype=torch.long, device=device)
-    fn = score.at_level(level)
-    with torch.inference_mode():
-        start = time.perf_counter()
-        fn(x, idx)  # compile / capture / autotune this level's precision
-        sync(device)
-        warm = time.perf_counter() - start
-        fn(x, idx)
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(evals):
-            fn(x, idx)
-        sync(device)
-    return evals * batch / (time.perf_counter() - start), warm
+    seconds, warm = level_pass(score, device, batch, level, evals, size)
+    return batch / seconds, warm
 
 
 def mps_running() -> bool:
