@@ -9,10 +9,10 @@ the order data flows through them:
   :class:`~analysis.load.Experiment` (trial statuses, the trials and evaluations frames);
 - :mod:`analysis.rank` ranks (by a metric, at equal compute, Pareto front, at one look) and
   :mod:`analysis.importance` scores parameters on the Optuna study;
-- :mod:`analysis.render` (Markdown, HTML) and :mod:`analysis.plots` (PNG) draw;
-- :mod:`analysis.report` writes the report, with the kind's sections from :mod:`analysis.joint`
-  or :mod:`analysis.sampler`; :mod:`analysis.summary` writes the closing text of a search;
-  :mod:`analysis.confirm` adds the confirmation stage's verdicts to both, and the pipeline check.
+- :mod:`analysis.reporting.render` (Markdown, HTML) and :mod:`analysis.reporting.plots` (PNG) draw;
+- :mod:`analysis.reporting.report` writes the report, with the kind's sections from :mod:`analysis.reporting.joint`
+  or :mod:`analysis.reporting.sampler`; :mod:`analysis.reporting.summary` writes the closing text of a search;
+  :mod:`analysis.reporting.confirm` adds the confirmation stage's verdicts to both, and the pipeline check.
 
 The names below are loaded on first use, so ``import analysis`` stays cheap (no pandas, no
 torch) for code that only needs one of them.
@@ -42,12 +42,12 @@ _EXPORTS = {
     "pareto_front": "analysis.rank",
     "rank_trials": "analysis.rank",
     "at_look": "analysis.rank",
-    "build_report": "analysis.report",
-    "write_report": "analysis.report",
-    "closing_summary": "analysis.summary",
-    "confirmation_summary": "analysis.summary",
-    "read_confirmation": "analysis.confirm",
-    "pipeline_check": "analysis.confirm",
+    "build_report": "analysis.reporting.report",
+    "write_report": "analysis.reporting.report",
+    "closing_summary": "analysis.reporting.summary",
+    "confirmation_summary": "analysis.reporting.summary",
+    "read_confirmation": "analysis.reporting.confirm",
+    "pipeline_check": "analysis.reporting.confirm",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -90,7 +90,7 @@ def main(argv=None) -> int:
         return 130
     except ValueError as err:  # e.g. results on disk scored under another protocol
         return fail(str(err))
-    from analysis.summary import confirmation_summary
+    from analysis.reporting.summary import confirmation_summary
 
     print(confirmation_summary(exp_dir, write_report=not args.no_report))
     return 0

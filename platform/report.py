@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from analysis.report import write_report
+    from analysis.reporting.report import write_report
     from trainables.contract import storage
     from trainables.contract.layout import LEADERBOARD_CSV, REPORT_MD
 

@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     except StorageFull as err:  # a full disk mid-search: nothing lost, --resume continues
         print(f"run_search.py: error: {err}", file=sys.stderr)
         return EXIT_STORAGE_FULL
-    from analysis.summary import closing_summary, is_incomplete
+    from analysis.reporting.summary import closing_summary, is_incomplete
     from search.confirmation.select import requested
     from search.confirmation.stage import confirm_after_search
     from search.durability.driver import heartbeat

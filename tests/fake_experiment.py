@@ -134,7 +134,7 @@ def write_png(path: Path, seed: int) -> Path:
 
 def _other_metrics(kid: float, rng: random.Random) -> dict:
     """The metrics beside kid, drawn so that their order differs from kid's across trials; recall
-    and class coverage stay where digits score (analysis.confirm's pipeline check stays quiet
+    and class coverage stay where digits score (analysis.reporting.confirm's pipeline check stays quiet
     unless a test asks for samples far from digits)."""
     return {
         "fid": round(80 * kid + rng.uniform(0, 12), 4),

@@ -11,7 +11,8 @@ itself through a circle of others.
     search.durability     driver record, snapshots, mirrors  -> contract
     search                running a search                   -> search.durability, search_spaces, trainables (not tools)
     search.confirmation   the confirmation stage             -> search, search_spaces, trainables (not tools)
-    analysis              reading a folder, reports          -> contract
+    analysis              reading and ranking a folder       -> contract
+    analysis.reporting    the report and the closing summary -> analysis, contract
 """
 
 import ast
@@ -62,6 +63,8 @@ def layer(module: str) -> str:
         return ".".join(parts[:2]) if len(parts) > 2 or parts[-1] in SUBPACKAGES else "trainables"
     if parts[0] == "search" and len(parts) > 1 and parts[1] in ("durability", "confirmation"):
         return ".".join(parts[:2])
+    if parts[0] == "analysis" and len(parts) > 1 and parts[1] == "reporting":
+        return "analysis.reporting"
     return parts[0]
 
 
@@ -79,6 +82,7 @@ ALLOWED = {
     "search": {"search", "search.durability", "search_spaces"} | TRIAL,
     "search.confirmation": {"search.confirmation", "search", "search.durability", "search_spaces"} | TRIAL,
     "analysis": {"analysis", CONTRACT},
+    "analysis.reporting": {"analysis.reporting", "analysis", CONTRACT},
 }
 # one reach across, on purpose: the warm starts of a spec are the published settings, which the
 # NCSN core computes (imported inside the function that needs them, so a spec check stays torch-free)

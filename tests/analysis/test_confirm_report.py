@@ -1,14 +1,21 @@
-"""The confirmation in the report and the closing summary (analysis/confirm.py), and the pipeline
+"""The confirmation in the report and the closing summary (analysis/reporting/confirm.py), and the pipeline
 check, on experiment folders written in the real on-disk format by tests/fake_experiment.py."""
 
 import pytest
 from fake_experiment import SMOKE_TRIALS, FakeExperiment, sampler_like, smoke_like
 
-from analysis.confirm import FAR_FROM_DIGITS, answer_items, far_from_digits, read_confirmation, sections, warning_blocks
 from analysis.load import load_experiment
 from analysis.rank import rank_trials
-from analysis.report import write_report
-from analysis.summary import closing_summary, confirmation_summary
+from analysis.reporting.confirm import (
+    FAR_FROM_DIGITS,
+    answer_items,
+    far_from_digits,
+    read_confirmation,
+    sections,
+    warning_blocks,
+)
+from analysis.reporting.report import write_report
+from analysis.reporting.summary import closing_summary, confirmation_summary
 from trainables.contract.layout import CONFIRM_TOP, REPORT_MD, WARM_2019, WARM_NCSNV2, WARM_TECHNIQUE4
 from trainables.contract.metrics import TIED, WORSE
 

@@ -1,4 +1,4 @@
-"""analysis/report.py with analysis/joint.py: the report of a joint search, on synthetic folders
+"""analysis/reporting/report.py with analysis/reporting/joint.py: the report of a joint search, on synthetic folders
 written in the real on-disk format (tests/fake_experiment.py).
 
 Beside a finished smoke search, the failure test writes what broken trials leave: an errored
@@ -34,7 +34,7 @@ from fake_experiment import (
 )
 
 from analysis.load import load_experiment
-from analysis.report import write_report
+from analysis.reporting.report import write_report
 from trainables.contract.layout import DIVERGED, ERRORED, FINISHED, STOPPED, UNFINISHED
 
 
@@ -201,7 +201,8 @@ def test_a_report_with_real_digits_is_written_without_torch(tmp_path):
     report written in a fresh process loads no torch, which would cost seconds on every report."""
     exp = smoke_like(tmp_path)
     code = (
-        "import sys; from analysis.report import write_report; write_report(sys.argv[1]); print('torch' in sys.modules)"
+        "import sys; from analysis.reporting.report import write_report; "
+        "write_report(sys.argv[1]); print('torch' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(exp.exp_dir)], cwd=REPO, capture_output=True, text=True, check=True

@@ -186,7 +186,7 @@ def test_import_analysis_loads_neither_torch_nor_pandas_and_is_quick():
     code = (
         "import sys, time; t = time.perf_counter(); import analysis; dt = time.perf_counter() - t; "
         "print('torch' in sys.modules, 'pandas' in sys.modules, dt); "
-        "import analysis.report, analysis.summary; print('torch' in sys.modules)"
+        "import analysis.reporting.report, analysis.reporting.summary; print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     first, second = out.stdout.splitlines()

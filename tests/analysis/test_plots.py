@@ -1,4 +1,4 @@
-"""analysis/plots.py: the plots draw what the frames hold, into PNG files."""
+"""analysis/reporting/plots.py: the plots draw what the frames hold, into PNG files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from fake_experiment import sampler_like, smoke_like
 from matplotlib.image import imread
 
 from analysis.load import load_experiment
-from analysis.plots import (
+from analysis.rank import rank_trials
+from analysis.reporting.plots import (
     image_grid,
     plot_learning_curves,
     plot_metric_vs_params,
@@ -16,8 +17,7 @@ from analysis.plots import (
     plot_sampler_panels,
     save_image_grid,
 )
-from analysis.rank import rank_trials
-from analysis.sampler import checkpoints_frame, looks
+from analysis.reporting.sampler import checkpoints_frame, looks
 
 
 def test_image_grid_tiles_images_row_by_row_with_white_padding(tmp_path):

@@ -1,4 +1,4 @@
-"""analysis/render.py: one list of blocks, rendered as Markdown and as a self-contained HTML page."""
+"""analysis/reporting/render.py: one list of blocks, rendered as Markdown and as a self-contained HTML page."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from fake_experiment import write_png
 
-from analysis.render import Block, fmt, relation, render_html, render_markdown, top_text, write_pages
+from analysis.reporting.render import Block, fmt, relation, render_html, render_markdown, top_text, write_pages
 
 
 def test_cells_are_formatted_one_way():

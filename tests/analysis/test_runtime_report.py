@@ -44,7 +44,7 @@ def test_the_report_says_how_the_trials_ran(tmp_path):
     assert f"device cpu ({len(folders) - 2} trials), cuda:0 (2 trials)" in line
     assert "NVIDIA H200 (2 trials)" in line and "compile off (4 trials), default (2 trials)" in line
 
-    from analysis.report import write_report
+    from analysis.reporting.report import write_report
 
     write_report(exp.exp_dir)
     md = (exp.exp_dir / "report" / "report.md").read_text()

@@ -1,4 +1,4 @@
-"""analysis/report.py with analysis/sampler.py: the report of a sampler search on frozen
+"""analysis/reporting/report.py with analysis/reporting/sampler.py: the report of a sampler search on frozen
 checkpoints, on synthetic folders in the real on-disk format (tests/fake_experiment.py)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from fake_experiment import independent_sampler_order, json_rows, sampler_like, trial_folders
 
-from analysis.render import fmt
-from analysis.report import write_report
+from analysis.reporting.render import fmt
+from analysis.reporting.report import write_report
 from trainables.contract.layout import ERRORED, UNFINISHED, WARM_TECHNIQUE4, WARM_TRAINED_WITH
 
 PLOTS = ("sampler_vs_step.png", "sampler_front.png", "sampler_samples.png")

@@ -1,4 +1,4 @@
-"""analysis/summary.py: the closing text of a search, of either kind, from the folder alone."""
+"""analysis/reporting/summary.py: the closing text of a search, of either kind, from the folder alone."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from fake_experiment import (
     trial_folders,
 )
 
-from analysis.summary import closing_summary, is_incomplete
+from analysis.reporting.summary import closing_summary, is_incomplete
 from trainables.contract.layout import ERRORED, STOPPED, UNFINISHED
 
 

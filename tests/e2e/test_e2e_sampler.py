@@ -257,7 +257,7 @@ def test_report_shows_quality_against_step_and_compute_beside_the_original_score
     for name in ("sampler_vs_step.png", "sampler_front.png", "sampler_samples.png"):
         assert (report / name).stat().st_size > 0 and f'data-file="{name}"' in html and f"({name})" in md
     original = json.loads((sampler_run["source"] / "metrics.json").read_text())["metrics"]["kid"]
-    from analysis.report import fmt
+    from analysis.reporting.report import fmt
 
     assert re.search(rf"original score from the joint search \(kid {re.escape(fmt(original))} on 64 samples", md)
     board = pd.read_csv(report / "leaderboard.csv", dtype={"trial_id": str})

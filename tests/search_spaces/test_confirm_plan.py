@@ -11,9 +11,9 @@ import torch
 from conftest import REPO
 from fake_experiment import SMOKE_SPEC, smoke_like
 
-from analysis.confirm import answer_items, read_confirmation
 from analysis.load import load_experiment
 from analysis.rank import rank_trials
+from analysis.reporting.confirm import answer_items, read_confirmation
 from search import estimate
 from search.confirmation import select as confirm_select
 from search.confirmation import stage as confirm

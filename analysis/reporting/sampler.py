@@ -1,5 +1,5 @@
 """The sampler-search part of the report and the closing summary: what the sampler alone gained on a
-frozen checkpoint (the shared frame around it: :mod:`analysis.report`).
+frozen checkpoint (the shared frame around it: :mod:`analysis.reporting.report`).
 
 A sampler search scores each trial at growing sample counts ("looks", ASHA's fidelity). Values
 at different sample counts are different evaluation protocols (FID is biased upwards at small N),
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import confirm
 from analysis.kinds import sampler_section
 from analysis.load import Experiment, checkpoint_samples
-from analysis.plots import plot_sample_panels, plot_sampler_panels
 from analysis.rank import at_look, compare_at_common_look, pareto_front, scored_evaluations
-from analysis.render import Block, capitalised, fmt, relation, top_text
+from analysis.reporting import confirm
+from analysis.reporting.plots import plot_sample_panels, plot_sampler_panels
+from analysis.reporting.render import Block, capitalised, fmt, relation, top_text
 from analysis.status import status_counts
 from trainables.contract.layout import (
     DIVERGED,

@@ -1,5 +1,5 @@
 """The joint-search part of the report and the closing summary: which setting is best, by how much,
-and why (the shared frame around it: :mod:`analysis.report`).
+and why (the shared frame around it: :mod:`analysis.reporting.report`).
 
 Sections per group of comparable trials (one evaluation protocol): the answer, the leaderboard,
 the best trial against the warm starts (the published MNIST settings), the metric against each
@@ -15,12 +15,13 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import confirm
 from analysis.files import checkpoint_record
 from analysis.importance import param_importances
 from analysis.kinds import COMPUTE
 from analysis.load import Experiment, checkpoint_samples, load_study
-from analysis.plots import (
+from analysis.rank import compare_with_warm_starts, compute_budgets, equal_compute_table, pareto_front
+from analysis.reporting import confirm
+from analysis.reporting.plots import (
     image_grid,
     plot_answer,
     plot_importance,
@@ -29,8 +30,7 @@ from analysis.plots import (
     plot_pareto,
     plot_sample_panels,
 )
-from analysis.rank import compare_with_warm_starts, compute_budgets, equal_compute_table, pareto_front
-from analysis.render import Block, capitalised, fmt, relation, top_text
+from analysis.reporting.render import Block, capitalised, fmt, relation, top_text
 from trainables.contract.layout import LEADERBOARD_CSV, STOPPED, WARM_START_NAMES
 from trainables.contract.layout import TRAIN_TIME_ATTR as ITERATIONS
 from trainables.contract.metrics import KID_STD, METRICS, hi_key, lo_key

@@ -1,12 +1,12 @@
 """The report of an experiment folder of either kind: which setting is best, by how much, and why.
 
 :func:`write_report` loads a folder, ranks it and writes into ``<exp>/report/``: ``report.md``,
-``report.html`` (self-contained, see :mod:`analysis.render`), ``leaderboard.csv`` (every trial,
+``report.html`` (self-contained, see :mod:`analysis.reporting.render`), ``leaderboard.csv`` (every trial,
 every column) and the PNG plots next to them. The frame of the report is shared: the opening
 list (folder, spec, start, ranking metric, statuses), one set of comparison sections per group
 of comparable trials (one evaluation protocol; several only with ``per_protocol``), the trials
 that did not run to the end, reading problems, the files. The comparison sections and the
-kind's opening lines come from the kind's module: :mod:`analysis.joint` or :mod:`analysis.sampler`.
+kind's opening lines come from the kind's module: :mod:`analysis.reporting.joint` or :mod:`analysis.reporting.sampler`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from types import ModuleType
 
 import pandas as pd
 
-from analysis import confirm, joint, sampler
 from analysis.load import Experiment, load_experiment
 from analysis.rank import check_protocols, rank_trials
-from analysis.render import Block, fmt, relation, write_pages
+from analysis.reporting import confirm, joint, sampler
+from analysis.reporting.render import Block, fmt, relation, write_pages
 from analysis.runtime import runtime_line
 from analysis.status import status_line
 from trainables.contract.layout import FINISHED, JOINT, LEADERBOARD_CSV, REPORT_DIR, REPORT_MD, SAMPLER
@@ -31,8 +31,8 @@ __all__ = ["build_report", "fmt", "relation", "sections_of", "write_report"]
 
 
 def sections_of(exp: Experiment) -> ModuleType:
-    """The module holding the kind's part of the report and summary (:mod:`analysis.joint` or
-    :mod:`analysis.sampler`)."""
+    """The module holding the kind's part of the report and summary (:mod:`analysis.reporting.joint` or
+    :mod:`analysis.reporting.sampler`)."""
     return SECTIONS[exp.kind.name]
 
 

@@ -1,8 +1,8 @@
 """The closing text of a search, for either kind, from the experiment folder alone.
 
 ``platform/run_search.py`` prints it when a search ends (or is interrupted): how many trials,
-the best ones (the kind's part: :func:`analysis.joint.summary_lines`,
-:func:`analysis.sampler.summary_lines`), errored trials, whether the search is incomplete, the
+the best ones (the kind's part: :func:`analysis.reporting.joint.summary_lines`,
+:func:`analysis.reporting.sampler.summary_lines`), errored trials, whether the search is incomplete, the
 report it wrote, and the commands to look further or resume.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis import confirm
 from analysis.load import Experiment, load_experiment
 from analysis.rank import protocol_counts, rank_trials
-from analysis.report import sections_of
-from analysis.report import write_report as write_report_files
+from analysis.reporting import confirm
+from analysis.reporting.report import sections_of
+from analysis.reporting.report import write_report as write_report_files
 from analysis.status import ENDED, status_counts
 from trainables.contract.layout import ERRORED
 from trainables.contract.storage import join

@@ -21,7 +21,7 @@ from matplotlib.ticker import NullFormatter
 from analysis.frames import finite
 from analysis.kinds import COMPUTE
 from analysis.rank import pareto_front, scored_evaluations
-from analysis.render import fmt
+from analysis.reporting.render import fmt
 from trainables.contract.layout import (
     DIVERGED,
     ERRORED,
@@ -338,7 +338,7 @@ def plot_sampler_panels(
     front: bool,
 ) -> Path:
     """One panel per source checkpoint (``checkpoints``: one row per checkpoint with its original
-    score, see :func:`analysis.sampler.checkpoints_frame`): ``metric`` of every scored evaluation
+    score, see :func:`analysis.reporting.sampler.checkpoints_frame`): ``metric`` of every scored evaluation
     against column ``x`` (e.g. step_lr or nfe_per_sample), coloured by look, warm starts labelled,
     the original score dashed; ``front`` adds each look's quality-versus-compute front."""
     ckpts = list(checkpoints.itertuples(index=False)) or [None]

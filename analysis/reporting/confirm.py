@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.render import Block, fmt
+from analysis.reporting.render import Block, fmt
 from trainables.contract.layout import (
     CONFIRM_DIR,
     CONFIRM_PLAN,
