@@ -23,97 +23,23 @@ Settings, the choice of trials and the cost estimate: :mod:`search.confirmation.
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from search.confirmation.results import confirm_dir, json_bytes, read_result, result_paths, write_atomic, write_result
 from search.confirmation.select import ConfirmTrial, Say, cost, select_trials
 from search_spaces.confirm_settings import ConfirmSettings, pipeline_sized, requested, settings_for
 from trainables.contract.layout import (
-    CONFIRM_DIR,
-    CONFIRM_FEATURES_SUFFIX,
-    CONFIRM_GRID_SUFFIX,
     CONFIRM_PLAN,
-    CONFIRM_RESULT_SUFFIX,
     CONFIRM_SUMMARY,
     CONFIRM_TOP,
-    confirm_stem,
     read_search_record,
-    same_value,
-    trial_dirname,
 )
 from trainables.contract.metrics import METRICS, far_from_digits
 from trainables.contract.units import duration
-
-# ---------------------------------------------------------------------------------------------
-# Files
-
-
-def confirm_dir(exp_dir: Path) -> Path:
-    return Path(exp_dir) / CONFIRM_DIR
-
-
-def result_paths(exp_dir: Path, trial: str, seed: int, samples: int) -> tuple[Path, Path, Path]:
-    """(record, features, grid) of one (trial, seed) at N = ``samples``."""
-    stem = Path(exp_dir) / CONFIRM_DIR / trial_dirname(trial) / confirm_stem(seed, samples)
-    return (
-        stem.with_suffix(CONFIRM_RESULT_SUFFIX),
-        stem.with_suffix(CONFIRM_FEATURES_SUFFIX),
-        stem.with_suffix(CONFIRM_GRID_SUFFIX),
-    )
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # a reader never sees half a file
-
-
-def _json_bytes(value: Any) -> bytes:
-    return json.dumps(value, indent=1, default=str).encode()
-
-
-def read_result(exp_dir: Path, trial: ConfirmTrial, seed: int, samples: int, search_seed: int) -> dict | None:
-    """A (trial, seed) result already on disk for this checkpoint, sampler and protocol seed, or
-    None (missing, unreadable, or made for something else: it is sampled again)."""
-    record_path, features_path, _ = result_paths(exp_dir, trial.trial_id, seed, samples)
-    try:
-        record = json.loads(record_path.read_text())
-    except (OSError, ValueError):
-        return None
-    same = (
-        record.get("checkpoint") == str(Path(trial.checkpoint).resolve())
-        and record.get("samples") == samples
-        and (record.get("noise") or {}).get("search_seed") == search_seed
-        and all(same_value(record.get("sampler", {}).get(k), v) for k, v in trial.sampler.items())
-    )
-    if not same or (not record.get("diverged") and not features_path.is_file()):
-        return None
-    return record
-
-
-def write_result(exp_dir: Path, trial_id: str, seed: int, samples: int, out: dict) -> None:
-    """Write one task's result: features and grid first, the record last (its presence = done)."""
-    import torch
-
-    record_path, features_path, grid_path = result_paths(exp_dir, trial_id, seed, samples)
-    if out.get("features") is not None:
-        buffer = io.BytesIO()
-        torch.save({"features": out["features"], "logits": out["logits"]}, buffer)
-        _write_atomic(features_path, buffer.getvalue())
-    if out.get("grid"):
-        _write_atomic(grid_path, out["grid"])
-    _write_atomic(record_path, _json_bytes(out["record"]))
-
-
-# ---------------------------------------------------------------------------------------------
-# The stage
 
 
 @dataclass
@@ -241,7 +167,7 @@ def run_confirmation(plan: ConfirmPlan, options, say: Say = print) -> Path:
     exp_dir = plan.exp_dir
     out = confirm_dir(exp_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / CONFIRM_PLAN, _json_bytes(plan.record()))
+    write_atomic(out / CONFIRM_PLAN, json_bytes(plan.record()))
     s = plan.settings
     missing = [
         (t, seed) for t, seed in plan.jobs() if read_result(exp_dir, t, seed, s.samples, plan.search_seed) is None
@@ -343,7 +269,7 @@ def _time_a_pass(plan: ConfirmPlan, missing: list[tuple[ConfirmTrial, int]], par
         f"with {parallel} task(s) at a time, at {seconds * 1e3:.3g} ms per image per pass on "
         f"{timing[0].get('device', '?')} (one task's share), plus scoring"
     )
-    _write_atomic(confirm_dir(plan.exp_dir) / CONFIRM_PLAN, _json_bytes(plan.record()))
+    write_atomic(confirm_dir(plan.exp_dir) / CONFIRM_PLAN, json_bytes(plan.record()))
 
 
 def _task(function, job: dict) -> dict:
@@ -440,7 +366,7 @@ def summarise(exp_dir: str | Path, plan: ConfirmPlan) -> Path:
         "written": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     path = confirm_dir(exp_dir) / CONFIRM_SUMMARY
-    _write_atomic(path, _json_bytes(summary))
+    write_atomic(path, json_bytes(summary))
     return path
 
 

@@ -15,6 +15,7 @@ from analysis.load import load_experiment
 from analysis.rank import rank_trials
 from analysis.reporting.confirm import answer_items, read_confirmation
 from search import estimate
+from search.confirmation import results
 from search.confirmation import select as confirm_select
 from search.confirmation import stage as confirm
 from search_spaces import confirm_settings
@@ -170,7 +171,7 @@ def test_results_on_disk_are_reused_and_summarised_into_the_verdicts_analysis_re
             else:
                 feats, logit = blurred[0][200 * seed : 200 * (seed + 1)], blurred[1][200 * seed : 200 * (seed + 1)]
             out = {"record": _record(plan, trial, seed, feats), "features": feats, "logits": logit, "grid": b"png"}
-            confirm.write_result(exp.exp_dir, trial.trial_id, seed, settings.samples, out)
+            results.write_result(exp.exp_dir, trial.trial_id, seed, settings.samples, out)
     said = []
     path = confirm.run_confirmation(plan, options=None, say=said.append)
     assert said[0] == "confirmation: 8 of 8 (trial, seed) results already on disk; 0 to sample"
@@ -188,8 +189,8 @@ def test_results_on_disk_are_reused_and_summarised_into_the_verdicts_analysis_re
     assert by_id[best]["fid_inf"] == {"mean": 1.0, "sd": 0.0, "per_seed": [1.0, 1.0]}
     assert summary["network_evals"] == 4 * 2 * 200 * 9
     # a seed missing on disk: that trial is incomplete and left out of the verdicts
-    confirm.result_paths(exp.exp_dir, "5d0b1_00000", 1, 200)[0].unlink()
-    missing = [(t.trial_id, s) for t, s in plan.jobs() if confirm.read_result(exp.exp_dir, t, s, 200, 0) is None]
+    results.result_paths(exp.exp_dir, "5d0b1_00000", 1, 200)[0].unlink()
+    missing = [(t.trial_id, s) for t, s in plan.jobs() if results.read_result(exp.exp_dir, t, s, 200, 0) is None]
     assert missing == [("5d0b1_00000", 1)]
     summary = json.loads(confirm.summarise(exp.exp_dir, plan).read_text())
     assert summary["incomplete"] == ["5d0b1_00000"]
