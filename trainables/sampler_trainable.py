@@ -57,8 +57,9 @@ from trainables.contract.params import (
     noise_seed,
 )
 from trainables.ncsn import runtime as rt
+from trainables.ncsn.checkpoint import CheckpointError, read_state
 from trainables.ncsn.sigmas import snr_of_step
-from trainables.ncsn.train import CheckpointError, TrainConfig, Trainer, read_state
+from trainables.ncsn.train import TrainConfig, Trainer
 from trainables.scoring import intervals, quality
 from trainables.tune_trainable import restored_folder
 

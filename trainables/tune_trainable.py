@@ -40,8 +40,9 @@ from trainables.contract.layout import (
 from trainables.contract.metrics import hi_key, interval_keys, lo_key
 from trainables.contract.params import noise_seed
 from trainables.ncsn import runtime as rt
+from trainables.ncsn.checkpoint import CheckpointError, read_state
 from trainables.ncsn.sigmas import snr_of_step
-from trainables.ncsn.train import CheckpointError, TrainConfig, Trainer, read_state
+from trainables.ncsn.train import TrainConfig, Trainer
 from trainables.scoring import intervals, quality
 
 # What a joint trial's config may hold: the spec's parameters (training and sampler settings)

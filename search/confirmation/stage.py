@@ -124,7 +124,7 @@ def check_checkpoints(trials: list[ConfirmTrial]) -> None:
     a state.pt cut short, one that would build objects other than tensors (never executed), or
     weights of another shape than its config say so in one line (``ValueError``) instead of
     failing their tasks one by one."""
-    from trainables.ncsn.train import CheckpointError
+    from trainables.ncsn.checkpoint import CheckpointError
     from trainables.sampler_trainable import FrozenCheckpoint
 
     for trial in trials:

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from trainables.contract.layout import METRICS_FILE, STATE_FILE
-from trainables.ncsn.train import CheckpointError, TrainConfig, Trainer, read_state
+from trainables.ncsn.checkpoint import CheckpointError, read_state
+from trainables.ncsn.train import TrainConfig, Trainer
 from trainables.sampler_trainable import FrozenCheckpoint
 
 

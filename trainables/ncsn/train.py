@@ -12,7 +12,7 @@ Design:
   fixed sizes; the loss itself is always fp32), separate static-shape compilations for training
   and sampling, fused Adam on CUDA;
 - on CUDA with ``cuda_graphs`` the steady step (draw, forward, backward, unscale, clip, Adam,
-  EMA, accumulators) is captured once as a CUDA graph and replayed (:class:`_CapturedStep`);
+  EMA, accumulators) is captured once as a CUDA graph and replayed (:class:`CapturedStep`);
 - the first steps of a trainer (compilation, cuDNN autotuning) are timed apart and left out of
   the reported rate;
 - on a CPU, with a fixed seed, training is deterministic and a save/load round trip resumes
@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from trainables.contract.params import SETTINGS, check_keys, noise_seed
 from trainables.ncsn import runtime as rt
 from trainables.ncsn.arithmetic import computing, needs_grad_scaler
+from trainables.ncsn.captured import CapturedStep, adam_kernel
+from trainables.ncsn.checkpoint import CheckpointError, first_line, read_state
 from trainables.ncsn.ema import EMA
 from trainables.ncsn.loss import dequantize, dsm_loss
 from trainables.ncsn.model import CondRefineNetDilated
@@ -177,7 +179,7 @@ class Trainer:
             lr=cfg.lr,
             betas=(cfg.beta1, cfg.beta2),
             weight_decay=cfg.weight_decay,
-            **_adam_kernel(self.device, captured=self.runtime.captured_training),
+            **adam_kernel(self.device, captured=self.runtime.captured_training),
         )
         # fp16's exponent range: the small levels' gradients (~sigma / batch per pixel) would
         # underflow. Dynamic loss scale, all on the device (fused Adam skips a step with an inf).
@@ -192,8 +194,8 @@ class Trainer:
         self._scores: dict[int, rt.LevelScore] = {}
         # Compilation, autotuning and the capture of the step happen in the first steps: timed
         # apart, not in the rate.
-        self._captured = _CapturedStep(self) if self.runtime.captured_training else None
-        self._warmup_left = _CapturedStep.WARMUP + 1 if self._captured else (2 if mode is not None else 1)
+        self._captured = CapturedStep(self) if self.runtime.captured_training else None
+        self._warmup_left = CapturedStep.WARMUP + 1 if self._captured else (2 if mode is not None else 1)
         self._new_accumulators()
 
     # ----------------------------------------------------------------------------- training
@@ -407,11 +409,11 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])  # new state tensors: capture again
         except (RuntimeError, KeyError, ValueError) as err:
             raise CheckpointError(
-                f"holds weights of another network shape than its config says ({_first_line(err)})"
+                f"holds weights of another network shape than its config says ({first_line(err)})"
             ) from None
         if self._captured is not None:
-            self._captured = _CapturedStep(self)
-            self._warmup_left = max(self._warmup_left, _CapturedStep.WARMUP + 1)
+            self._captured = CapturedStep(self)
+            self._warmup_left = max(self._warmup_left, CapturedStep.WARMUP + 1)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
@@ -459,102 +461,3 @@ class Trainer:
         trainer = cls(TrainConfig.from_dict(values), images)
         trainer.load_state_dict(state)
         return trainer
-
-
-class CheckpointError(ValueError):
-    """A training state file that cannot be used, and why, in one line."""
-
-
-def _first_line(err: BaseException) -> str:
-    """The line of an error that says what is wrong (torch heads a list of problems with a line
-    ending in a colon: the first problem is that line)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if len(lines) > 1 and lines[0].endswith(":"):
-        lines = lines[1:]
-    return (lines[0] if lines else err.__class__.__name__)[:240]
-
-
-def read_state(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """A ``state.pt`` written by :meth:`Trainer.save`, loaded with ``weights_only=True``: a file
-    that would build other objects (a pickle that runs code) is refused, never executed. A file
-    cut short, not a torch file, or not a training state raises :class:`CheckpointError` naming
-    it, in one line."""
-    import pickle
-
-    try:
-        with warnings.catch_warnings():  # a foreign pickle's protocol: what is refused says enough
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        text = str(err)  # torch's advice first; what it refused follows "WeightsUnpickler error:"
-        after = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else text
-        what = next((line.strip() for line in after.splitlines() if line.strip()), err.__class__.__name__)
-        raise CheckpointError(
-            f"{path}: holds objects other than tensors and numbers, which a safe load refuses "
-            f"(never executed: {what[:200]})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: cut short or not a torch checkpoint ({_first_line(err)})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("config"), dict) or "model" not in state:
-        raise CheckpointError(f"{path}: a torch file, but not a training state (no config and model)")
-    return state
-
-
-def _adam_kernel(device: torch.device, captured: bool = False) -> dict[str, bool]:
-    """Fused Adam (one kernel for all parameters, no host sync), capturable inside a CUDA graph
-    when the step is captured (its step count stays on the device). On a CPU too: foreach Adam
-    reads each parameter's step count back (346 ``.item()`` calls per step at ngf 16) and took
-    5.7 ms per step at ngf 32 on 2 cores where fused took 1.5 ms."""
-    if device.type == "cuda":
-        return {"fused": True, "capturable": captured}
-    return {"fused": True}
-
-
-class _CapturedStep:
-    """A trainer's steady step as one CUDA graph.
-
-    The first :attr:`WARMUP` steps run as they are, on a side stream (compilation, cuDNN's
-    autotuner and every lazily created state: Adam's moments, the loss scale); the next call
-    captures :meth:`Trainer._step_kernels` (draw, forward, backward, scaler, clipping, Adam, EMA,
-    accumulators) with the trainer's generator registered, so each replay draws new batches,
-    levels and noise; every later step is one replay. Gradients live in the graph's pool and
-    are overwritten by each replay. :attr:`capture_seconds` says what the capture cost.
-    """
-
-    WARMUP = 3
-
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.uncaptured = 0
-        self.capture_seconds: float | None = None
-
-    def step(self) -> None:
-        trainer = self.trainer
-        if self.graph is None and self.uncaptured < self.WARMUP:
-            side = torch.cuda.Stream(device=trainer.device)
-            side.wait_stream(torch.cuda.current_stream(trainer.device))
-            with torch.cuda.stream(side):
-                trainer._step_kernels()
-            torch.cuda.current_stream(trainer.device).wait_stream(side)
-            self.uncaptured += 1
-            return
-        if self.graph is None:
-            self._capture()
-        self.graph.replay()
-
-    def _capture(self) -> None:
-        trainer, start = self.trainer, time.perf_counter()
-        graph = torch.cuda.CUDAGraph()
-        trainer.optimizer.zero_grad(set_to_none=True)
-        try:
-            graph.register_generator_state(trainer.generator)  # each replay draws anew
-            with torch.cuda.graph(graph):
-                trainer._step_kernels()
-        except (RuntimeError, AttributeError) as err:
-            raise RuntimeError(
-                f"capturing the training step as a CUDA graph failed ({' '.join(str(err).split())[:300]}); "
-                f"set runtime.cuda_graphs: off in the spec (cuda_graphs='off') to train without the capture"
-            ) from err
-        self.graph = graph
-        self.capture_seconds = time.perf_counter() - start
