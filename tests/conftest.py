@@ -112,6 +112,23 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
         proc.wait()
 
 
+@contextlib.contextmanager
+def sqlite_locked_by_another_process(path: Path) -> Iterator[int]:
+    """While the block runs, another process holds an exclusive lock on the SQLite file ``path``
+    (as a second driver or a stray ``sqlite3`` shell would); yields its PID."""
+    code = (
+        f"import sqlite3, time; db = sqlite3.connect({str(path)!r}, isolation_level=None); "
+        "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(300)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

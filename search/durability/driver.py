@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from search.durability.snapshots import snapshot_trials
+from search.durability.snapshots import periodically, snapshot_trials
 from trainables.contract.layout import (
     DRIVER_FILE,
 )
@@ -201,7 +201,6 @@ def heartbeat(exp_dir: Path, storage_path: str | None = None) -> Iterator[None]:
     from trainables.contract import storage
 
     remote = _remote_name(storage_path, exp_dir) if storage_path and storage.is_uri(storage_path) else None
-    stop = threading.Event()
 
     def beat(**changes: Any) -> None:
         with contextlib.suppress(OSError):  # a full disk or a deleted folder: the search decides
@@ -209,18 +208,11 @@ def heartbeat(exp_dir: Path, storage_path: str | None = None) -> Iterator[None]:
             if remote is not None:
                 storage.upload(exp_dir, remote, (DRIVER_FILE,))
 
-    def loop() -> None:
-        while not stop.wait(HEARTBEAT_S):
-            beat()
-
     beat(ended=None)
-    thread = threading.Thread(target=loop, name="driver-heartbeat", daemon=True)
-    thread.start()
     try:
-        yield
+        with periodically(beat, HEARTBEAT_S, "driver-heartbeat"):
+            yield
     finally:
-        stop.set()
-        thread.join()
         beat(ended=time.time())
 
 

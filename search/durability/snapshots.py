@@ -222,25 +222,37 @@ def frequent_snapshots(exp_dir: Path, num_trials: int = 1) -> Iterator[None]:
     period = snapshot_period(num_trials)
     before = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(period))
-    every = max(KEEP_EVERY_S, 2.0 * period)
-    stop = threading.Event()
 
     def keep() -> None:
-        while not stop.wait(every):
-            keep_readable_snapshot(exp_dir)
-            keep_study(exp_dir)
+        keep_readable_snapshot(exp_dir)
+        keep_study(exp_dir)
 
-    thread = threading.Thread(target=keep, name="keep-readable-snapshot", daemon=True)
+    try:
+        with periodically(keep, max(KEEP_EVERY_S, 2.0 * period), "keep-readable-snapshot"):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
+
+
+@contextlib.contextmanager
+def periodically(work: Callable[[], None], every_s: float, name: str) -> Iterator[None]:
+    """While the block runs, ``work()`` every ``every_s`` seconds on a thread of its own, and once
+    more when the block ends (the last word is the block's end state)."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            work()
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join()
-        keep_readable_snapshot(exp_dir)
-        keep_study(exp_dir)
-        if before is None:
-            os.environ.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
+        work()
 
 
 # ---------------------------------------------------------------------------------------------

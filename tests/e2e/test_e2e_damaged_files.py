@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import REPO, result_rows, trial_dirs
+from conftest import REPO, result_rows, sqlite_locked_by_another_process, trial_dirs
 
 from trainables.contract.layout import LAST_SNAPSHOT_DIR, SEARCH_FILE, STATE_FILE, STUDY_FILE, read_search_record
 
@@ -124,18 +124,9 @@ def test_resume_puts_back_a_junk_study_and_search_record_and_trims_a_cut_result(
 def test_resume_refuses_a_study_another_process_holds_locked(smoke_experiment, tmp_path):
     exp = _copy(smoke_experiment, tmp_path)
     before = (exp / STUDY_FILE).read_bytes()
-    code = (
-        f"import sqlite3, time; db = sqlite3.connect({str(exp / STUDY_FILE)!r}, isolation_level=None); "
-        "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(120)"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with sqlite_locked_by_another_process(exp / STUDY_FILE) as pid:
         line = _one_line(_resume(exp))
-    finally:
-        holder.kill()
-        holder.wait()
-    assert f"optuna.db is locked by another process (pid {holder.pid}); let it finish or stop it" in line, line
+    assert f"optuna.db is locked by another process (pid {pid}); let it finish or stop it" in line, line
     assert (exp / STUDY_FILE).read_bytes() == before and not (exp / f"{STUDY_FILE}.damaged").exists()
     with sqlite3.connect(exp / STUDY_FILE) as db:
         assert db.execute("PRAGMA quick_check").fetchone()[0] == "ok"

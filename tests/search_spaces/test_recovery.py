@@ -10,6 +10,7 @@ import time
 
 import optuna
 import pytest
+from conftest import sqlite_locked_by_another_process
 from optuna.trial import TrialState
 from ray.tune.experiment.trial import Trial
 
@@ -327,18 +328,9 @@ def test_a_study_another_process_holds_locked_is_refused_naming_it(tmp_path):
     snapshots.keep_study(exp_dir)
     path = exp_dir / STUDY_FILE
     before = path.read_bytes()
-    code = (
-        f"import sqlite3, time; db = sqlite3.connect({str(path)!r}, isolation_level=None); "
-        "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(ValueError, match=f"is locked by another process \\(pid {holder.pid}\\); let it finish"):
+    with sqlite_locked_by_another_process(path) as pid:
+        with pytest.raises(ValueError, match=f"is locked by another process \\(pid {pid}\\); let it finish"):
             snapshots.check_study(exp_dir, {"study_name": "s"}, print)
-    finally:
-        holder.kill()
-        holder.wait()
     assert path.read_bytes() == before and not (exp_dir / f"{STUDY_FILE}.damaged").exists()
 
 
