@@ -1,4 +1,5 @@
-"""The Optuna side of a spec: a picklable define-by-run space and the seeded sampler."""
+"""The Optuna side of a spec: a picklable define-by-run space (the seeded sampler that draws from it
+is the search's: :func:`search.searcher.make_sampler`)."""
 
 from __future__ import annotations
 
