@@ -608,6 +608,17 @@ def replay(folder: Path, scratch: Path) -> dict:
     return out
 
 
+def repeat_periods(trials: int) -> dict[str, float]:
+    """Seconds between the driver's repeated copies in a search of ``trials`` trials: Ray's snapshot
+    and its staging copy every snapshot period, the runner's copies to last_snapshot/ twice that
+    (search/durability/snapshots.py)."""
+    from search.durability.snapshots import KEEP_EVERY_S, snapshot_period
+
+    period = float(snapshot_period(trials))
+    keep = max(KEEP_EVERY_S, 2.0 * period)
+    return {"sync": period, "state_json": period, "keep": keep, "study": keep}
+
+
 REPORT_SCRIPT = Path(__file__).with_name("report.py")
 
 
@@ -813,7 +824,7 @@ def run(args: argparse.Namespace, spec, work: Path, ray_tmp: Path) -> dict:
         say(f"report of the folder at {row['mark']} trials, and the driver's repeated copies replayed on it ...")
         report = time_report(Path(record["copy"]), work / f"report_{row['mark']}.log")
         replayed = replay(Path(record["copy"]), work / "replay")
-        every = {"sync": 1.0, "state_json": 1.0, "keep": 2.0, "study": 2.0}  # seconds between calls in a search
+        every = repeat_periods(args.trials)  # seconds between calls in this search
         report["replay"] = replayed
         report.update(
             {f"{name}_replay_{k}": replayed.get(name, {}).get(k) for name in every for k in ("cpu_s", "wall_s")}
@@ -861,6 +872,7 @@ def _f(value, digits: int = 1, width: int = 8) -> str:
 def format_tables(result: dict) -> str:
     s, search = result["settings"], result["search"]
     m = result["machine"]
+    periods = repeat_periods(s["trials"])
     budget = s["budget"]
     lines = [
         f"search driver scaling: {s['trials']} trials of {s['space']} ({s['budget_mode']} budget: "
@@ -930,7 +942,8 @@ def format_tables(result: dict) -> str:
             f"{_f(row.get('study_replay_cpu_s'), 3, 9)} {_f(row.get('replay_cpu_per_s'), 3)}"
         )
     lines.append(
-        "  ~CPU s/s: the four together per second of search at that size (sync, JSON every 1 s; keep, study every 2 s)"
+        f"  ~CPU s/s: the four together per second of search at that size (sync, JSON every "
+        f"{periods['sync']:g} s; keep, study every {periods['keep']:g} s)"
     )
     g = result["growth"]
     if g["last_over_first"]:
