@@ -127,3 +127,24 @@ def test_no_module_imports_itself_through_others():
         if name not in state:
             visit(name, [name])
     assert not circles
+
+
+def test_every_import_of_a_project_name_finds_it():
+    """Every ``from <package module> import <name>`` in the packages, the platform scripts and the
+    tests names something that module defines (or a submodule): a name moved to another module
+    and left imported from the old one fails here, not at the end of a search."""
+    import importlib
+
+    missing = []
+    scripts = sorted((REPO / "platform").glob("*.py")) + sorted((REPO / "tests").rglob("*.py"))
+    for path in [*_modules().values(), *scripts]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0):
+                continue
+            if node.module.split(".")[0] not in PACKAGES:
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if not hasattr(module, alias.name) and f"{node.module}.{alias.name}" not in _modules():
+                    missing.append(f"{path.relative_to(REPO)}:{node.lineno}: from {node.module} import {alias.name}")
+    assert not missing
