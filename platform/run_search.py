@@ -130,10 +130,10 @@ def main(argv=None) -> int:
         print(f"run_search.py: error: {err}", file=sys.stderr)
         return EXIT_STORAGE_FULL
     from analysis.reporting.summary import closing_summary, is_incomplete
-    from search_spaces.confirm_settings import requested
     from search.confirmation.stage import confirm_after_search
     from search.durability.driver import heartbeat
     from search.durability.mirror import copy_to_storage, fetch_from_storage
+    from search_spaces.confirm_settings import requested
 
     with heartbeat(exp_dir, options.storage_path):  # the folder stays this driver's until it ends
         incomplete = is_incomplete(exp_dir)
